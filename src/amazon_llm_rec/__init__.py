@@ -1,0 +1,4 @@
+"""amazon-llm-rec
+"""
+
+__version__ = "0.1"

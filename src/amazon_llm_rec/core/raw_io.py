@@ -1,0 +1,206 @@
+"""Read Amazon Review 2018 JSON-lines files with DuckDB through Ibis, never whole into pandas.
+
+Each file is read as one text column a line, parsed with DuckDB's JSON functions, so malformed
+lines can be counted (and located on demand) instead of aborting the scan, and only the fields
+the project uses are extracted. Metadata files published as Python literals are converted to JSON
+lines first, streaming.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RawDataError
+
+logger = logging.getLogger(__name__)
+
+HOW_TO_GET = (
+    "Download the Amazon Review 2018 per-category files from "
+    "https://nijianmo.github.io/amazon/index.html (reviews '<Category>_5.json.gz' or "
+    "'<Category>.json.gz' and metadata 'meta_<Category>.json.gz') into that folder, point "
+    "parameters 'raw.data_dir' and 'raw.category' at them, or set 'raw.synthetic_if_missing: true' "
+    "to generate the embedded synthetic category."
+)
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """Handle on one raw JSON-lines file (gzip or plain)."""
+
+    path: str
+
+    @property
+    def exists(self) -> bool:
+        """Whether the file is on disk."""
+        return Path(self.path).is_file()
+
+    def require(self) -> None:
+        """Raise a RawDataError naming the path and how to get the data when it is missing."""
+        if not self.exists:
+            raise RawDataError(f"Raw file not found: {self.path}. {HOW_TO_GET}")
+
+
+def _open_text(path: str):
+    if _is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def write_json_lines(records: Iterable[dict[str, Any]], path: str) -> int:
+    """Write records as JSON lines (gzip when the name ends in .gz), atomically; return the count."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    count = 0
+    try:
+        opener = gzip.open if target.name.endswith(".gz") else open
+        with opener(tmp, "wt", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(rec if isinstance(rec, str) else json.dumps(rec, ensure_ascii=False))
+                fh.write("\n")
+                count += 1
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return count
+
+
+def _parse_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return ast.literal_eval(line)
+
+
+def detect_python_literals(path: str, sample: int = 20) -> bool:
+    """Return True when the file's first lines are Python literals rather than JSON."""
+    seen = 0
+    try:
+        with _open_text(path) as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                seen += 1
+                try:
+                    json.loads(line)
+                    return False
+                except ValueError:
+                    try:
+                        ast.literal_eval(line)
+                        return True
+                    except (ValueError, SyntaxError):
+                        pass
+                if seen >= sample:
+                    break
+    except (OSError, EOFError) as exc:
+        raise RawDataError(f"{path}: cannot be read ({exc}); the file may be truncated or not gzip.") from exc
+    return False
+
+
+def _literal_lines_to_json(path: str) -> Iterator[str]:
+    with _open_text(path) as fh:
+        for line in fh:
+            stripped = line.strip()
+            if not stripped:
+                continue
+            try:
+                yield json.dumps(_parse_line(stripped), default=str)
+            except (ValueError, SyntaxError):
+                yield stripped  # left malformed on purpose: counted as a bad line downstream
+
+
+def first_bad_line(path: str) -> tuple[int, str] | None:
+    """Return (1-based line number, excerpt) of the first line that is neither JSON nor a literal."""
+    with _open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            try:
+                value = _parse_line(stripped)
+            except (ValueError, SyntaxError):
+                return number, stripped[:120]
+            if not isinstance(value, dict):
+                return number, stripped[:120]
+    return None
+
+
+@contextmanager
+def json_lines_table(path: str, con=None):
+    """Yield an Ibis table with one JSON column `j` (NULL on malformed lines) for a raw file."""
+    import ibis  # noqa: PLC0415
+
+    RawFile(path).require()
+    con = con or ibis.duckdb.connect()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = path
+        if detect_python_literals(path):
+            logger.info("%s holds Python-literal lines: converting to JSON lines (streaming)", path)
+            source = str(Path(tmp) / "converted.json.gz")
+            write_json_lines(_literal_lines_to_json(path), source)
+        try:
+            lines = con.read_csv(
+                source,
+                columns={"line": "VARCHAR"},
+                delim="\x01",
+                quote="",
+                escape="",
+                header=False,
+                auto_detect=False,
+                max_line_size=64 * 1024 * 1024,
+                compression="gzip" if _is_gzip(source) else "none",
+            )
+            lines = lines.filter(lines.line.strip().length() > 0)
+            yield lines.mutate(j=lines.line.try_cast("json")).drop("line")
+        except RawDataError:
+            raise
+        except Exception as exc:  # DuckDB raises several types for broken gzip/encoding
+            raise RawDataError(
+                f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+                "The file may be truncated or corrupt: download it again."
+            ) from exc
+
+
+def check_bad_lines(table, path: str, on_bad_lines: str) -> tuple[int, int]:
+    """Count rows and malformed lines; raise naming file and line when `on_bad_lines` is 'error'."""
+    if on_bad_lines not in {"warn", "skip", "error"}:
+        raise ValueError(f"on_bad_lines must be 'warn', 'skip' or 'error', got {on_bad_lines!r}")
+    try:
+        stats = table.aggregate(
+            rows=table.count(), bad=table.j.isnull().sum()
+        ).to_pyarrow().to_pylist()[0]
+    except Exception as exc:
+        raise RawDataError(
+            f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or corrupt: download it again."
+        ) from exc
+    rows, bad = int(stats["rows"]), int(stats["bad"] or 0)
+    if bad:
+        if on_bad_lines == "error":
+            where = first_bad_line(path)
+            line = f"line {where[0]}: {where[1]!r}" if where else "a line"
+            raise RawDataError(
+                f"{path}: malformed JSON at {line} ({bad} bad line(s) in all). "
+                "Fix the file or set 'raw.on_bad_lines: warn' to skip them."
+            )
+        if on_bad_lines == "warn":
+            logger.warning("%s: skipped %d malformed line(s) of %d", path, bad, rows)
+    return rows, bad

@@ -1,0 +1,97 @@
+"""Scoring prompts with a causal LM: one batched forward pass per prompt, next-token option logits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .models import option_token_ids, render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring") -> np.ndarray:
+    """Return log-probabilities [N, options] of each option letter as the answer's first token."""
+    import torch  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
+
+    k = len(prompts["candidate_asins"].iloc[0])
+    letter_ids = option_token_ids(tokenizer, prompts["instruction"].iloc[0], prompts["input"].iloc[0], LETTERS[:k])
+    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
+    order = np.argsort([len(t) for t in texts])  # similar lengths together: little padding
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), k), dtype=np.float32)
+    tokenizer.padding_side = "left"
+    model.eval()
+    with torch.inference_mode():
+        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
+            idx = order[sl]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            try:
+                logits = model(**enc, logits_to_keep=1).logits[:, -1, :]
+            except TypeError:
+                logits = model(**enc).logits[:, -1, :]
+            logp = torch.log_softmax(logits.float(), dim=-1)[:, letter_ids]
+            out[idx] = logp.cpu().numpy()
+    return out
+
+
+def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: int, batch_size: int = 16, desc: str = "generating") -> list[str]:
+    """Greedy-generate each prompt's answer text (for the paper's exact-match metric)."""
+    import torch  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
+    order = np.argsort([len(t) for t in texts])
+    device = next(model.parameters()).device
+    answers: list[str] = [""] * len(texts)
+    tokenizer.padding_side = "left"
+    model.eval()
+    with torch.inference_mode():
+        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
+            idx = order[sl]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            for row, i in enumerate(idx):
+                answers[i] = tokenizer.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return answers
+
+
+def predictions_frame(method: str, prompts: pd.DataFrame, scores: np.ndarray, answers: list[str] | None = None,
+                      extra: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per test prompt: scores per option, predicted letter, rank of the truth."""
+    from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
+
+    k = scores.shape[1]
+    truth_idx = np.array([LETTERS.index(c) for c in prompts["correct_letter"]])
+    pred_idx = scores.argmax(axis=1)
+    truth_scores = scores[np.arange(len(scores)), truth_idx]
+    rank = 1 + (scores > truth_scores[:, None]).sum(axis=1)
+    df = pd.DataFrame(
+        {
+            "method": method,
+            "reviewer_id": prompts["reviewer_id"].to_numpy(),
+            "target_asin": prompts["target_asin"].to_numpy(),
+            "correct_letter": prompts["correct_letter"].to_numpy(),
+            "predicted_letter": [LETTERS[i] for i in pred_idx],
+            "truth_rank": rank,
+            "scores": [list(map(float, s)) for s in scores],
+            "num_options": k,
+        }
+    )
+    df["generated"] = answers if answers is not None else None
+    df["expected_output"] = prompts["output"].to_numpy()
+    for key, value in (extra or {}).items():
+        df[key] = value
+    return df

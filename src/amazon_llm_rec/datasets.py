@@ -1,0 +1,81 @@
+"""Kedro datasets for models: the base model folder and the versioned LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import AbstractDataset
+
+from .core.models import materialize_base_model
+
+
+class BaseModelDataset(AbstractDataset[str, str]):
+    """A base causal LM. Saving a model name resolves it (converting the embedded GGUF once into
+    `path`); loading returns what transformers' `from_pretrained` takes: a folder or a hub id."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _save(self, data: str) -> None:
+        resolved = materialize_base_model(data, str(self._path))
+        self._path.mkdir(parents=True, exist_ok=True)
+        (self._path / "resolved.json").write_text(json.dumps(resolved))
+
+    def _load(self) -> str:
+        marker = self._path / "resolved.json"
+        if not marker.is_file():
+            raise DatasetError(
+                f"no base model resolved in {self._path}: run `kedro run --pipeline=fine_tuning` first"
+            )
+        return json.loads(marker.read_text())["path"]
+
+    def _exists(self) -> bool:
+        return (self._path / "resolved.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class LoRAAdapterDataset(AbstractVersionedDataset[Any, str]):
+    """A LoRA adapter (safetensors), its tokenizer and a training summary, in a versioned folder.
+
+    Saving takes a `TrainedAdapter`; loading returns the adapter folder's path, which
+    `peft.PeftModel.from_pretrained` takes on top of the base model.
+    """
+
+    def __init__(self, path: str, version: Version | None = None, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(filepath=PurePosixPath(path), version=version)
+        self.metadata = metadata
+
+    def _save(self, data: Any) -> None:
+        target = Path(self._get_save_path())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".adapter-"))
+        try:
+            data.model.save_pretrained(tmp)
+            data.tokenizer.save_pretrained(tmp)
+            (tmp / "training_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load(self) -> str:
+        path = Path(self._get_load_path())
+        if not (path / "adapter_config.json").is_file():
+            raise DatasetError(f"{path} holds no LoRA adapter (adapter_config.json)")
+        return str(path)
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path()).is_dir()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "version": self._version}

@@ -1,0 +1,52 @@
+"""Project hooks: a clear message when a pipeline's inputs were never produced; Unsloth first."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from .core.errors import MissingInputError
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectHooks:
+    """Checks a run's inputs before it starts, and imports Unsloth first when it is the backend."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Fail early, naming the pipeline to run first, when a needed dataset does not exist."""
+        from kedro.framework.project import pipelines  # noqa: PLC0415
+
+        produced = pipeline.all_outputs()
+        missing = []
+        for name in sorted(pipeline.inputs()):
+            if name.startswith("params:") or name == "parameters" or name in produced:
+                continue
+            try:
+                exists = catalog.exists(name)
+            except Exception:  # noqa: BLE001 - a dataset that cannot tell is treated as missing
+                exists = False
+            if not exists:
+                producers = [p for p, pipe in pipelines.items() if p != "__default__" and name in pipe.all_outputs()]
+                missing.append(f"'{name}' (made by: {', '.join(f'kedro run --pipeline={p}' for p in producers) or 'no pipeline'})")
+        if missing:
+            raise MissingInputError("this run needs datasets that do not exist yet: " + "; ".join(missing) + ". Run those pipelines first, or plain `kedro run`.")
+        self._import_unsloth_first(catalog)
+
+    @staticmethod
+    def _import_unsloth_first(catalog) -> None:
+        try:
+            ft = catalog.load("params:fine_tuning")
+        except Exception:  # noqa: BLE001 - no fine-tuning parameters in this run
+            return
+        if ft.get("backend") != "unsloth":
+            return
+        from .core.training import unsloth_unavailable_reason  # noqa: PLC0415
+
+        if unsloth_unavailable_reason() is None:
+            import unsloth  # noqa: F401, PLC0415 - must come before transformers, peft and trl
+
+            logger.info("Imported Unsloth before transformers/peft/trl")

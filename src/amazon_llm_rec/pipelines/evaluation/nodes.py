@@ -1,0 +1,139 @@
+"""Nodes of the evaluation pipeline: LLM scoring, baselines, metrics, report, plot, error analysis."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from ...core import baselines, scoring
+from ...core.metrics import method_metrics
+from ...core.models import load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def _device(evaluation: dict[str, Any]) -> str:
+    import torch  # noqa: PLC0415
+
+    want = evaluation.get("device", "auto")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
+
+
+def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
+    batch = int(evaluation["batch_size"])
+    start = time.perf_counter()
+    scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}")
+    seconds = time.perf_counter() - start
+    answers = None
+    cap = evaluation.get("exact_match_max_prompts")
+    if cap != 0:
+        subset = prompts if cap is None else prompts.iloc[: int(cap)]
+        generated = scoring.generate_answers(model, tokenizer, subset, int(evaluation["max_new_tokens"]), batch,
+                                             desc=f"generating {name}")
+        answers = generated + [None] * (len(prompts) - len(subset))
+    logger.info("%s: scored %d prompts in %.1f s (%.1f prompts/s)", name, len(prompts), seconds, len(prompts) / seconds)
+    return scoring.predictions_frame(name, prompts, scores, answers, {"score_seconds": seconds})
+
+
+def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Score the test prompts with the base model zero-shot, then with the fine-tuned adapter."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    device = _device(evaluation)
+    dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
+    tokenizer = load_tokenizer(lora_adapter)
+    model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
+    frames = [_score_model("zero_shot", model, tokenizer, test_prompts, evaluation)]
+    tuned = PeftModel.from_pretrained(model, lora_adapter)
+    frames.append(_score_model("fine_tuned", tuned, tokenizer, test_prompts, evaluation))
+    return pd.concat(frames, ignore_index=True)
+
+
+def score_baseline_methods(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Score random, popularity and co-occurrence baselines on the same candidates."""
+    scores = baselines.score_baselines(test_prompts, reviewer_sequences, evaluation)
+    return pd.concat(
+        [scoring.predictions_frame(name, test_prompts, s) for name, s in scores.items()], ignore_index=True
+    )
+
+
+def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.DataFrame,
+                    training_summary: dict[str, Any]) -> dict[str, Any]:
+    """Compute every method's metrics on the same test prompts."""
+    preds = pd.concat([baseline_predictions, llm_predictions], ignore_index=True)
+    methods = {name: method_metrics(part) for name, part in preds.groupby("method", sort=False)}
+    result = {
+        "test_prompts": int(llm_predictions["reviewer_id"].size // llm_predictions["method"].nunique()),
+        "num_options": int(preds["num_options"].iloc[0]),
+        "methods": methods,
+        "training": training_summary,
+    }
+    for name, m in methods.items():
+        logger.info("%-12s accuracy %.3f  MRR %.3f  F1 %.3f", name, m["accuracy"], m["mrr"], m["f1_weighted"])
+    return result
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """Render the metrics as a Markdown table."""
+    cols = ["accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "mrr", "exact_match"]
+    lines = [
+        f"# Evaluation on {metrics['test_prompts']} test prompts, {metrics['num_options']} options each",
+        "",
+        "| method | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, m in metrics["methods"].items():
+        cells = ["n/a" if m.get(c) is None else f"{m[c]:.3f}" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    t = metrics.get("training", {})
+    lines += ["", f"Fine-tuned: backend {t.get('backend')}, {t.get('train_prompts')} training prompts, "
+              f"{t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s on {t.get('device')}.",
+              "Exact match: greedy generation equals the expected 'letter) title' answer (paper's metric), "
+              "on the first `exact_match_max_prompts` test prompts.", ""]
+    return "\n".join(lines)
+
+
+def plot_metrics(metrics: dict[str, Any]):
+    """Bar chart of accuracy and MRR per method."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    names = list(metrics["methods"])
+    acc = [metrics["methods"][n]["accuracy"] for n in names]
+    mrr = [metrics["methods"][n]["mrr"] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, acc, 0.4, label="accuracy (HR@1)")
+    ax.bar(x + 0.2, mrr, 0.4, label="MRR")
+    ax.axhline(1 / metrics["num_options"], color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{metrics['test_prompts']} test prompts, {metrics['num_options']} options")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def error_analysis(llm_predictions: pd.DataFrame, test_prompts: pd.DataFrame) -> pd.DataFrame:
+    """List the fine-tuned model's wrong predictions with the prompt, the prediction and the truth."""
+    tuned = llm_predictions[llm_predictions["method"] == "fine_tuned"].reset_index(drop=True)
+    wrong = tuned["predicted_letter"] != tuned["correct_letter"]
+    options = test_prompts["input"].str.split("Options:\n").str[-1].str.split("\n")
+    pred_text = [next((o for o in opts if o.startswith(f"{p})")), p) for opts, p in zip(options, tuned["predicted_letter"], strict=True)]
+    out = pd.DataFrame(
+        {
+            "reviewer_id": tuned["reviewer_id"],
+            "prompt": test_prompts["input"],
+            "prediction": pred_text,
+            "truth": test_prompts["output"],
+            "truth_rank": tuned["truth_rank"],
+            "generated": tuned["generated"],
+        }
+    )
+    return out[wrong.to_numpy()].reset_index(drop=True)

@@ -1,0 +1,27 @@
+"""The prompt_engineering pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import build_windows, render_prompts, sample_candidates, split_prompts
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Reviewer sequences -> windows -> candidate options -> train / validation / test prompts."""
+    return Pipeline(
+        [
+            Node(build_windows, ["reviewer_sequences", "params:prompts"], "windows", name="build_windows"),
+            Node(
+                sample_candidates,
+                ["windows", "reviewer_sequences", "params:prompts"],
+                "candidate_sets",
+                name="sample_candidates",
+            ),
+            Node(render_prompts, ["candidate_sets", "items", "params:prompts"], "prompts", name="render_prompts"),
+            Node(
+                split_prompts,
+                "prompts",
+                ["train_prompts", "validation_prompts", "test_prompts"],
+                name="split_prompts",
+            ),
+        ]
+    )

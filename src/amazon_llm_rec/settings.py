@@ -1,0 +1,20 @@
+"""Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
+
+import os
+
+from amazon_llm_rec.hooks import ProjectHooks
+
+# No network here and none expected: Kedro's telemetry is off unless a user opts in.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+# Nothing is downloaded from a model hub unless the user names a hub id and allows it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HOOKS = (ProjectHooks(),)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+}

@@ -1,0 +1,74 @@
+"""Shared fixtures: small real-format raw files, a tiny random Llama, a temporary project copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data" / "amazon2018").resolve()
+
+
+def shared_file(name: str) -> Path:
+    """Return a file of ../shared/data/amazon2018, skipping the test when it is absent."""
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"real data file {path} is absent (it lives outside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> dict[str, str]:
+    """A small synthetic category in the published file format."""
+    from amazon_llm_rec.core import synthetic
+    from amazon_llm_rec.core.raw_io import write_json_lines
+
+    folder = tmp_path_factory.mktemp("raw")
+    reviews, meta = synthetic.generate(num_reviewers=120, seed=3)
+    write_json_lines(reviews, str(folder / "Demo_5.json.gz"))
+    write_json_lines(meta, str(folder / "meta_Demo.json.gz"))
+    return {"reviews": str(folder / "Demo_5.json.gz"), "meta": str(folder / "meta_Demo.json.gz"), "dir": str(folder)}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A tiny randomly initialised Llama with the real SmolLM2 tokenizer, saved as a model folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from amazon_llm_rec.core.models import builtin_gguf
+
+    folder, filename = builtin_gguf("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's configuration into `dest`, a fresh project root with empty data folders."""
+    shutil.copytree(ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
+    (dest / "conf" / "local").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copy(ROOT / ".telemetry", dest / ".telemetry")
+    for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
+                  "07_model_output", "08_reporting"):
+        (dest / "data" / layer).mkdir(parents=True)
+    if (ROOT / "notebooks").is_dir():
+        shutil.copytree(ROOT / "notebooks", dest / "notebooks")
+    return dest
