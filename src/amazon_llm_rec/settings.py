@@ -17,4 +17,6 @@ DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/gpu and conf/paper override single keys of the base parameters, not whole blocks
+    "merge_strategy": {"parameters": "soft"},
 }

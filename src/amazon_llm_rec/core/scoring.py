@@ -18,7 +18,21 @@ def _batches(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
-def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring") -> np.ndarray:
+def last_position_logits(model, enc):
+    """Next-token logits at the last position only: the LM head runs on one position per prompt."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(base, "model", None), getattr(base, "lm_head", None)
+    if body is None or head is None:  # not a *ForCausalLM with .model/.lm_head: let it compute all logits
+        return model(**enc).logits[:, -1, :]
+    try:
+        hidden = body(**enc, use_cache=False).last_hidden_state
+    except TypeError:  # a patched body (Unsloth's inference mode) with another signature
+        return model(**enc).logits[:, -1, :]
+    return head(hidden[:, -1, :])
+
+
+def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
+                  pad_to_multiple_of: int | None = None) -> np.ndarray:
     """Return log-probabilities [N, options] of each option letter as the answer's first token."""
     import torch  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -28,7 +42,7 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
     k = len(prompts["candidate_asins"].iloc[0])
     letter_ids = option_token_ids(tokenizer, prompts["instruction"].iloc[0], prompts["input"].iloc[0], LETTERS[:k])
     texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
-    order = np.argsort([len(t) for t in texts])  # similar lengths together: little padding
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
     device = next(model.parameters()).device
     out = np.zeros((len(texts), k), dtype=np.float32)
     tokenizer.padding_side = "left"
@@ -36,11 +50,9 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
     with torch.inference_mode():
         for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
             idx = order[sl]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            try:
-                logits = model(**enc, logits_to_keep=1).logits[:, -1, :]
-            except TypeError:
-                logits = model(**enc).logits[:, -1, :]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                            pad_to_multiple_of=pad_to_multiple_of).to(device)
+            logits = last_position_logits(model, enc)
             logp = torch.log_softmax(logits.float(), dim=-1)[:, letter_ids]
             out[idx] = logp.cpu().numpy()
     return out

@@ -68,7 +68,9 @@ def completion_text(prompts: pd.DataFrame, target: str = "letter_and_title") -> 
         return prompts["output"].tolist()
     if target == "letter":
         return [f"{c})" for c in prompts["correct_letter"]]
-    raise ConfigError(f"fine_tuning.target must be 'letter_and_title' or 'letter', got {target!r}")
+    if target == "title":
+        return [o.split(") ", 1)[1] for o in prompts["output"]]
+    raise ConfigError(f"fine_tuning.target must be 'letter_and_title', 'letter' or 'title', got {target!r}")
 
 
 def to_sft_dataset(prompts: pd.DataFrame, target: str = "letter_and_title"):
@@ -102,14 +104,14 @@ def _device(ft: dict[str, Any]) -> str:
 
 def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: str):
     """Return (model, tokenizer, peft_config or None) for a backend."""
-    from peft import LoraConfig  # noqa: PLC0415
-
-    lora = ft["lora"]
-    if backend == "unsloth":
+    if backend == "unsloth":  # first: Unsloth must be imported before peft/transformers/trl
         from .unsloth_backend import load_unsloth  # noqa: PLC0415
 
         model, tokenizer = load_unsloth(base_path, ft)
         return model, tokenizer, None
+    from peft import LoraConfig  # noqa: PLC0415
+
+    lora = ft["lora"]
     tokenizer = load_tokenizer(base_path)
     dtype = "bfloat16" if ft.get("bf16", True) else "float32"  # LoRA weights stay fp32 (peft upcasts them)
     if backend == "qlora_bnb":
@@ -128,6 +130,55 @@ def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: 
         task_type="CAUSAL_LM",
     )
     return model, tokenizer, config
+
+
+class _Throughput:
+    """Times each optimizer step (GPU-synchronised) and counts the real (non-padding) tokens."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup = warmup_steps
+        self.trainer = None
+        self.steps: list[tuple[float, int, int]] = []  # (seconds, real tokens, samples)
+        self._t0 = 0.0
+        self._tokens0 = 0
+
+    @staticmethod
+    def _sync() -> None:
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def callback(self):
+        from transformers import TrainerCallback  # noqa: PLC0415
+
+        rec = self
+
+        class Cb(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                rec._sync()
+                rec._t0 = time.perf_counter()
+                rec._tokens0 = getattr(rec.trainer, "_total_train_tokens", 0)
+
+            def on_step_end(self, args, state, control, **kwargs):
+                rec._sync()
+                tokens = getattr(rec.trainer, "_total_train_tokens", 0) - rec._tokens0
+                samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
+                rec.steps.append((time.perf_counter() - rec._t0, tokens, samples))
+
+        return Cb()
+
+    def summary(self) -> dict[str, float]:
+        steady = self.steps[self.warmup :] or self.steps
+        seconds = sum(s for s, _, _ in steady)
+        if not seconds:
+            return {}
+        return {
+            "measured_steps": len(steady),
+            "real_tokens_per_second": round(sum(t for _, t, _ in steady) / seconds, 1),
+            "samples_per_second": round(sum(n for _, _, n in steady) / seconds, 2),
+            "seconds_per_step": round(seconds / len(steady), 4),
+        }
 
 
 class _LossRecorder:
@@ -182,9 +233,23 @@ def answer_only_trainer_class():
                 with torch.no_grad():
                     acc = (logits.argmax(-1) == target).float().mean().item() if len(target) else 0.0
                 self._metrics["train"]["mean_token_accuracy"].append(acc)
+                if "attention_mask" in inputs and "position_ids" not in inputs:
+                    real = int(inputs["attention_mask"].sum())
+                else:  # padding-free batches hold real tokens only
+                    real = int(inputs["input_ids"].numel())
+                self._total_train_tokens += real
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return AnswerOnlySFTTrainer
+
+
+def _peak_memory(device: str) -> dict[str, float]:
+    if device != "cuda":
+        return {}
+    import torch  # noqa: PLC0415
+
+    return {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame, ft: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame]:
@@ -227,11 +292,13 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         gradient_checkpointing=bool(ft.get("gradient_checkpointing", False)) and backend != "unsloth",
         train_sampling_strategy="group_by_length" if ft.get("group_by_length", True) else "random",
         padding_free=bool(ft.get("padding_free", False)),
+        pad_to_multiple_of=ft.get("pad_to_multiple_of"),
         dataloader_num_workers=0,
         prediction_loss_only=True,
         disable_tqdm=False,
     )
     recorder = _LossRecorder()
+    throughput = _Throughput(int(ft.get("throughput_warmup_steps", 3)))
     trainer_class = answer_only_trainer_class() if ft.get("loss", "answer_positions") == "answer_positions" else SFTTrainer
     trainer = trainer_class(
         model=model,
@@ -240,12 +307,17 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         eval_dataset=to_sft_dataset(validation, ft.get("target", "letter_and_title")),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[recorder.callback()],
+        callbacks=[recorder.callback(), throughput.callback()],
     )
+    throughput.trainer = trainer
     last = get_last_checkpoint(str(out_dir)) if ft.get("resume", True) else None
     if last:
         logger.info("Resuming training from checkpoint %s", last)
     logger.info("Training backend=%s on %s: %d train / %d validation prompts", backend, device, len(train), len(validation))
+    if device == "cuda":
+        import torch  # noqa: PLC0415
+
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
@@ -265,6 +337,8 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         "train_loss": float(result.training_loss),
         "final_validation_loss": float(final_eval["eval_loss"]),
         "resumed_from": last,
+        **throughput.summary(),
+        **_peak_memory(device),
         "checkpoint_dir": str(out_dir),
     }
     logger.info("Training done: %s", summary)

@@ -25,7 +25,8 @@ def _device(evaluation: dict[str, Any]) -> str:
 def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
     batch = int(evaluation["batch_size"])
     start = time.perf_counter()
-    scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}")
+    scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}",
+                                   pad_to_multiple_of=evaluation.get("pad_to_multiple_of"))
     seconds = time.perf_counter() - start
     answers = None
     cap = evaluation.get("exact_match_max_prompts")

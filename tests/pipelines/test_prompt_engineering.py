@@ -1,0 +1,100 @@
+"""prompt_engineering nodes: windows, leave-last-out, candidates, determinism, three-part prompts."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from amazon_llm_rec.core.errors import ConfigError
+from amazon_llm_rec.pipelines.prompt_engineering import nodes
+
+PARAMS = {"history_size": 4, "min_history": 4, "num_negatives": 3, "split": "leave_last_out",
+          "paper_fractions": [0.8, 0.1, 0.1], "seed": 7, "max_train_prompts": None,
+          "max_validation_prompts": None, "max_test_prompts": None, "instruction": "Pick the next product."}
+
+
+@pytest.fixture
+def seq():
+    rows = [(f"U{u}", [f"P{u}_{i}" for i in range(5 + u % 4)]) for u in range(40)]
+    return pd.DataFrame({"reviewer_id": [r for r, _ in rows], "asins": [a for _, a in rows]})
+
+
+@pytest.fixture
+def items(seq):
+    asins = sorted({a for s in seq["asins"] for a in s})
+    return pd.DataFrame({"asin": asins, "title": [f"Title {a}" for a in asins]})
+
+
+def _prompts(seq, items, **over):
+    params = {**PARAMS, **over}
+    windows = nodes.build_windows(seq, params)
+    return nodes.render_prompts(nodes.sample_candidates(windows, seq, params), items, params)
+
+
+def test_leave_last_out_splits(seq):
+    w = nodes.build_windows(seq, PARAMS)
+    for rid, asins in zip(seq["reviewer_id"], seq["asins"], strict=True):
+        mine = w[w["reviewer_id"] == rid].set_index("split")
+        assert mine.loc["test", "target_asin"] == asins[-1]
+        assert list(mine.loc["test", "history_asins"]) == asins[-5:-1]
+        if len(asins) >= 6:
+            assert mine.loc["validation", "target_asin"] == asins[-2]
+
+
+def test_no_test_target_is_ever_a_training_target_under_leave_last_out(seq):
+    w = nodes.build_windows(seq, PARAMS)
+    test = set(zip(w.loc[w.split == "test", "reviewer_id"], w.loc[w.split == "test", "target_asin"]))
+    train = set(zip(w.loc[w.split != "test", "reviewer_id"], w.loc[w.split != "test", "target_asin"]))
+    assert test and not test & train
+
+
+def test_candidates_hold_the_target_and_never_bought_negatives(seq, items):
+    p = _prompts(seq, items)
+    bought = dict(zip(seq["reviewer_id"], seq["asins"], strict=True))
+    for rid, target, cands, letter in zip(p["reviewer_id"], p["target_asin"], p["candidate_asins"], p["correct_letter"], strict=True):
+        assert len(cands) == 4 and len(set(cands)) == 4
+        assert cands["ABCD".index(letter)] == target
+        assert not set(cands) - {target} & set(bought[rid])
+    assert set(p["correct_letter"]) == set("ABCD")  # shuffled, not always first
+
+
+def test_prompt_has_three_parts(seq, items):
+    row = _prompts(seq, items).iloc[0]
+    assert row["instruction"] == "Pick the next product."
+    history, options = row["input"].split("\n\nOptions:\n")
+    assert history.startswith("Purchase history:\n1. Title ") and history.count("\n") == 4
+    assert [o[:2] for o in options.split("\n")] == ["A)", "B)", "C)", "D)"]
+    assert row["output"] == next(o for o in options.split("\n") if o.startswith(row["correct_letter"] + ")"))
+
+
+def _bytes(df):
+    buf = io.BytesIO()
+    df.to_parquet(buf)
+    return buf.getvalue()
+
+
+def test_same_seed_same_prompts_byte_for_byte(seq, items):
+    assert _bytes(_prompts(seq, items)) == _bytes(_prompts(seq, items))
+    assert _bytes(_prompts(seq, items)) != _bytes(_prompts(seq, items, seed=8))
+
+
+def test_more_candidates_and_paper_random_split(seq, items):
+    p = _prompts(seq, items, num_negatives=19, split="paper_random")
+    assert p["candidate_asins"].str.len().eq(20).all() and "T) " in p["input"].iloc[0]
+    share = p["split"].value_counts(normalize=True)
+    assert 0.65 < share["train"] < 0.95
+    tr, va, te = nodes.split_prompts(p)
+    assert len(tr) + len(va) + len(te) == len(p)
+
+
+def test_caps_and_bad_parameters(seq):
+    w = nodes.build_windows(seq, {**PARAMS, "max_train_prompts": 5, "max_test_prompts": 7})
+    assert (w.split == "train").sum() == 5 and (w.split == "test").sum() == 7
+    with pytest.raises(ConfigError, match="prompts.split"):
+        nodes.build_windows(seq, {**PARAMS, "split": "random"})
+    with pytest.raises(ConfigError, match="min_history"):
+        nodes.build_windows(seq, {**PARAMS, "min_history": 9})
+    with pytest.raises(ConfigError, match="paper_fractions"):
+        nodes.build_windows(seq, {**PARAMS, "split": "paper_random", "paper_fractions": [0.5, 0.1]})
