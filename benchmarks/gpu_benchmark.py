@@ -243,10 +243,10 @@ def _node_scoring(name, args, model_dir, backend, batches, train, test, device) 
             if name != "bnb" and q is None:
                 continue
             ev = {"device": device, "bf16": device == "cuda", "quantization": q, "batch_size": args.score_batch,
-                  "pad_to_multiple_of": 64 if device == "cuda" else None,
+                  "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
                   "exact_match_max_prompts": 0, "max_new_tokens": 8}
             n = min(len(test), args.score_prompts)
-            preds = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", ev)
+            preds = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
             for method, part in preds.groupby("method"):
                 secs = float(part["score_seconds"].iloc[0])
                 rows.append({"what": "score", "setup": f"evaluation node ({method}), {label}, after {name} training",

@@ -58,6 +58,55 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
     return out
 
 
+def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:
+    """Per prompt, each option's answer as the model was trained to write it."""
+    options = prompts["input"].str.split("Options:\n").str[-1].str.split("\n")
+    if target == "title":
+        return [[o.split(") ", 1)[1] for o in opts] for opts in options]
+    if target == "letter_and_title":
+        return [list(opts) for opts in options]
+    raise ValueError(f"title-likelihood scoring needs target 'title' or 'letter_and_title', got {target!r}")
+
+
+def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
+                 target: str = "title", pad_to_multiple_of: int | None = None) -> np.ndarray:
+    """Return each option's mean log-likelihood per answer token [N, options] (the paper's 'highest
+    probability' read literally). The prompt runs once; its KV cache is shared by the options."""
+    import torch  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
+    answers = option_texts(prompts, target)
+    k = len(answers[0])
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), k), dtype=np.float32)
+    tokenizer.padding_side = "left"
+    model.eval()
+    with torch.inference_mode():
+        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
+            idx = order[sl]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                            pad_to_multiple_of=pad_to_multiple_of).to(device)
+            first = model(**enc, use_cache=True, logits_to_keep=1)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(k)
+            conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i]]
+            width = max(len(c) for c in conts)
+            ids = torch.full((len(conts), width), tokenizer.pad_token_id, device=device)
+            mask = torch.zeros_like(ids)
+            for r, c in enumerate(conts):
+                ids[r, : len(c)] = torch.tensor(c, device=device)
+                mask[r, : len(c)] = 1
+            full_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask], dim=1)
+            logits = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False).logits
+            logp = torch.cat([first.logits[:, -1:, :].repeat_interleave(k, 0), logits[:, :-1, :]], dim=1)
+            logp = torch.log_softmax(logp.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[idx] = mean.view(len(idx), k).cpu().numpy()
+    return out
+
+
 def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: int, batch_size: int = 16, desc: str = "generating") -> list[str]:
     """Greedy-generate each prompt's answer text (for the paper's exact-match metric)."""
     import torch  # noqa: PLC0415
@@ -81,7 +130,7 @@ def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: in
 
 
 def predictions_frame(method: str, prompts: pd.DataFrame, scores: np.ndarray, answers: list[str] | None = None,
-                      extra: dict[str, Any] | None = None) -> pd.DataFrame:
+                      extra: dict[str, Any] | None = None, expected: list[str] | None = None) -> pd.DataFrame:
     """One row per test prompt: scores per option, predicted letter, rank of the truth."""
     from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
 
@@ -103,7 +152,7 @@ def predictions_frame(method: str, prompts: pd.DataFrame, scores: np.ndarray, an
         }
     )
     df["generated"] = answers if answers is not None else None
-    df["expected_output"] = prompts["output"].to_numpy()
+    df["expected_output"] = expected if expected is not None else prompts["output"].to_numpy()
     for key, value in (extra or {}).items():
         df[key] = value
     return df

@@ -327,6 +327,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     history = pd.DataFrame(recorder.rows, columns=["step", "epoch", "split", "loss"]).drop_duplicates()
     summary = {
         "backend": backend,
+        "target": ft.get("target", "letter_and_title"),
         "device": device,
         "base_model": base_path,
         "train_prompts": len(train),

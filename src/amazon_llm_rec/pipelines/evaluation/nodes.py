@@ -9,8 +9,10 @@ from typing import Any
 import pandas as pd
 
 from ...core import baselines, scoring
+from ...core.errors import ConfigError
 from ...core.metrics import method_metrics
 from ...core.models import load_model, load_tokenizer
+from ...core.training import completion_text
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +24,19 @@ def _device(evaluation: dict[str, Any]) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
 
 
-def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
+def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str) -> pd.DataFrame:
     batch = int(evaluation["batch_size"])
+    mode = evaluation.get("scoring", "title_likelihood")
+    pad = evaluation.get("pad_to_multiple_of")
     start = time.perf_counter()
-    scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}",
-                                   pad_to_multiple_of=evaluation.get("pad_to_multiple_of"))
+    if mode == "letter_logits":
+        scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}", pad_to_multiple_of=pad)
+    elif mode == "title_likelihood":
+        answer = "letter_and_title" if target == "letter_and_title" else "title"
+        scores = scoring.score_titles(model, tokenizer, prompts, batch, desc=f"scoring {name}", target=answer,
+                                      pad_to_multiple_of=pad)
+    else:
+        raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
     seconds = time.perf_counter() - start
     answers = None
     cap = evaluation.get("exact_match_max_prompts")
@@ -35,11 +45,14 @@ def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation:
         generated = scoring.generate_answers(model, tokenizer, subset, int(evaluation["max_new_tokens"]), batch,
                                              desc=f"generating {name}")
         answers = generated + [None] * (len(prompts) - len(subset))
-    logger.info("%s: scored %d prompts in %.1f s (%.1f prompts/s)", name, len(prompts), seconds, len(prompts) / seconds)
-    return scoring.predictions_frame(name, prompts, scores, answers, {"score_seconds": seconds})
+    logger.info("%s: scored %d prompts (%s) in %.1f s (%.1f prompts/s)", name, len(prompts), mode, seconds, len(prompts) / seconds)
+    expected = completion_text(prompts, target)
+    return scoring.predictions_frame(name, prompts, scores, answers, {"score_seconds": seconds, "scoring": mode},
+                                     expected=expected)
 
 
-def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, evaluation: dict[str, Any]) -> pd.DataFrame:
+def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, training_summary: dict[str, Any],
+               evaluation: dict[str, Any]) -> pd.DataFrame:
     """Score the test prompts with the base model zero-shot, then with the fine-tuned adapter."""
     from peft import PeftModel  # noqa: PLC0415
 
@@ -47,9 +60,10 @@ def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, e
     dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
     tokenizer = load_tokenizer(lora_adapter)
     model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
-    frames = [_score_model("zero_shot", model, tokenizer, test_prompts, evaluation)]
+    target = training_summary.get("target", "letter_and_title")
+    frames = [_score_model("zero_shot", model, tokenizer, test_prompts, evaluation, target)]
     tuned = PeftModel.from_pretrained(model, lora_adapter)
-    frames.append(_score_model("fine_tuned", tuned, tokenizer, test_prompts, evaluation))
+    frames.append(_score_model("fine_tuned", tuned, tokenizer, test_prompts, evaluation, target))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -69,6 +83,7 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
     result = {
         "test_prompts": int(llm_predictions["reviewer_id"].size // llm_predictions["method"].nunique()),
         "num_options": int(preds["num_options"].iloc[0]),
+        "scoring": str(llm_predictions["scoring"].iloc[0]),
         "methods": methods,
         "training": training_summary,
     }
@@ -92,7 +107,10 @@ def render_report(metrics: dict[str, Any]) -> str:
     t = metrics.get("training", {})
     lines += ["", f"Fine-tuned: backend {t.get('backend')}, {t.get('train_prompts')} training prompts, "
               f"{t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s on {t.get('device')}.",
-              "Exact match: greedy generation equals the expected 'letter) title' answer (paper's metric), "
+              f"LLM prediction: the option with the highest score ({metrics.get('scoring')}: "
+              "title_likelihood = mean log-probability of the option's answer tokens; letter_logits = "
+              "next-token probability of the option letter).",
+              "Exact match: greedy generation equals the answer the model was trained to write (the paper's metric), "
               "on the first `exact_match_max_prompts` test prompts.", ""]
     return "\n".join(lines)
 

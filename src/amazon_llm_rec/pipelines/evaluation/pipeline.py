@@ -9,7 +9,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Test prompts -> predictions of every method -> metrics, report, plot, error analysis."""
     return Pipeline(
         [
-            Node(score_llms, ["test_prompts", "base_model", "lora_adapter", "params:evaluation"], "llm_predictions", name="score_llms"),
+            Node(
+                score_llms,
+                ["test_prompts", "base_model", "lora_adapter", "training_summary", "params:evaluation"],
+                "llm_predictions",
+                name="score_llms",
+            ),
             Node(
                 score_baseline_methods,
                 ["test_prompts", "reviewer_sequences", "params:evaluation"],

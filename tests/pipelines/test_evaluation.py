@@ -1,0 +1,136 @@
+"""evaluation: baselines with known answers, metrics, scoring with a real (tiny) model, reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amazon_llm_rec.core import baselines
+from amazon_llm_rec.core.metrics import method_metrics, normalize_answer
+from amazon_llm_rec.core.scoring import predictions_frame, score_options
+from amazon_llm_rec.pipelines.evaluation import nodes
+
+
+@pytest.fixture
+def hand_made():
+    # X is bought by everyone (popular); after H, reviewers buy Y (co-occurrence).
+    seqs = pd.DataFrame({
+        "reviewer_id": ["U1", "U2", "U3", "U4", "T"],
+        "asins": [["H", "Y", "X"], ["H", "Y", "X"], ["X", "Z"], ["X", "W"], ["H", "Q", "Y"]],
+    })
+    test = pd.DataFrame({
+        "reviewer_id": ["T"], "position": [2], "history_asins": [["H", "Q"]], "target_asin": ["Y"],
+        "candidate_asins": [["X", "Y", "Z", "W"]], "correct_letter": ["B"], "output": ["B) y"],
+    })
+    return seqs, test
+
+
+def test_fit_excludes_test_targets(hand_made):
+    seqs, test = hand_made
+    fitted = baselines.fit_sequences(seqs, test)
+    assert fitted[-1] == ["H", "Q"]
+
+
+def test_popularity_and_cooccurrence_known_answers(hand_made):
+    seqs, test = hand_made
+    scores = baselines.score_baselines(test, seqs, {"seed": 0, "cooccurrence_window": 1})
+    assert scores["popularity"][0].argmax() == 0  # X: reviewed by 4
+    assert scores["cooccurrence"][0].argmax() == 1  # Y: right after H twice (X only two steps after)
+    assert scores["random"].shape == (1, 4)
+
+
+def test_metrics_known_values():
+    prompts = pd.DataFrame({"reviewer_id": list("abcd"), "target_asin": list("wxyz"), "correct_letter": list("ABCD"),
+                            "output": ["A) one", "B) two", "C) three", "D) four"]})
+    scores = np.array([[3, 2, 1, 0], [3, 2, 1, 0], [0, 1, 2, 3], [0, 1, 2, 3]], dtype=float)
+    preds = predictions_frame("m", prompts, scores, ["A) One!", "x", None, None])
+    m = method_metrics(preds)
+    assert m["accuracy"] == 0.5  # a and d right
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 2 + 1) / 4)
+    assert m["exact_match"] == 0.5 and m["exact_match_n"] == 2
+    assert normalize_answer(" A) One! ") == "aone"
+
+
+def test_random_baseline_is_near_chance_on_many_prompts():
+    rng = np.random.default_rng(0)
+    n = 2000
+    seqs = pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(n)], "asins": [["a", "b"]] * n})
+    test = pd.DataFrame({"reviewer_id": seqs["reviewer_id"], "position": 1, "history_asins": [["a"]] * n,
+                         "target_asin": "b", "candidate_asins": [list("bcde")] * n,
+                         "correct_letter": rng.choice(list("ABCD"), n), "output": "x"})
+    preds = nodes.score_baseline_methods(test, seqs, {"seed": 1})
+    acc = method_metrics(preds[preds.method == "random"])["accuracy"]
+    assert 0.22 < acc < 0.28
+
+
+def _prompts(n=6):
+    rows = []
+    for i in range(n):
+        c = "ABCD"[i % 4]
+        rows.append({"reviewer_id": f"U{i}", "target_asin": "t", "instruction": "Pick the next product.",
+                     "input": "Purchase history:\n1. Beaker\n\nOptions:\n" + "\n".join(f"{x}) Item {x}" for x in "ABCD"),
+                     "output": f"{c}) Item {c}", "correct_letter": c, "candidate_asins": list("tuvw")})
+    return pd.DataFrame(rows)
+
+
+def test_title_scores_share_the_prompt_cache_and_match_separate_passes(tiny_llama):
+    import torch
+
+    from amazon_llm_rec.core.models import load_model, load_tokenizer, render_prompt
+    from amazon_llm_rec.core.scoring import score_titles
+
+    tok, model = load_tokenizer(tiny_llama), load_model(tiny_llama)
+    prompts = _prompts(3)
+    prompts.loc[1, "input"] = prompts.loc[1, "input"].replace("Beaker", "A much longer beaker title here")
+    fast = score_titles(model, tok, prompts, batch_size=2)
+    for r, row in enumerate(prompts.itertuples()):
+        p = tok(render_prompt(tok, row.instruction, row.input), add_special_tokens=False)["input_ids"]
+        for k, letter in enumerate("ABCD"):
+            a = tok(f"Item {letter}", add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                lp = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0].float(), -1)
+            ref = lp[torch.arange(len(p) - 1, len(p) + len(a) - 1), torch.tensor(a)].mean().item()
+            assert fast[r, k] == pytest.approx(ref, abs=1e-4)
+
+
+def test_option_scores_are_letter_log_probs_and_batching_does_not_change_them(tiny_llama):
+    from amazon_llm_rec.core.models import load_model, load_tokenizer
+
+    tok, model = load_tokenizer(tiny_llama), load_model(tiny_llama)
+    a = score_options(model, tok, _prompts(), batch_size=1)
+    b = score_options(model, tok, _prompts(), batch_size=4)
+    assert a.shape == (6, 4) and np.all(a < 0) and np.all(np.isfinite(a))
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["title_likelihood", "letter_logits"])
+def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode):
+    from amazon_llm_rec.core.training import train_adapter
+    from amazon_llm_rec.datasets import LoRAAdapterDataset
+    from tests.pipelines.test_fine_tuning import FT
+
+    adapter, _ = train_adapter(tiny_llama, _prompts(8), _prompts(4), {**FT, "checkpoint_dir": str(tmp_path / "c"), "max_steps": 2})
+    ds = LoRAAdapterDataset(str(tmp_path / "adapter"))
+    ds.save(adapter)
+    ev = {"device": "cpu", "bf16": False, "batch_size": 4, "max_new_tokens": 4, "exact_match_max_prompts": 3, "seed": 0,
+          "scoring": mode}
+    preds = nodes.score_llms(_prompts(), tiny_llama, ds.load(), {"target": "title"}, ev)
+    assert (preds["expected_output"] == [f"Item {c}" for c in "ABCDAB"] * 2).all()
+    assert list(preds["method"].unique()) == ["zero_shot", "fine_tuned"]
+    assert preds["generated"].notna().sum() == 6  # 3 per model
+    zs, ft = (np.stack(preds[preds.method == m]["scores"].to_list()) for m in ("zero_shot", "fine_tuned"))
+    assert not np.allclose(zs, ft)  # the adapter changes the scores
+    base = nodes.score_baseline_methods(_prompts().assign(position=1, history_asins=[["q"]] * 6),
+                                        pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(6)], "asins": [["q", "t"]] * 6}), ev)
+    metrics = nodes.compute_metrics(preds, base, {"backend": "lora", "steps": 2, "epochs": 1.0})
+    assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
+    assert metrics["test_prompts"] == 6 and metrics["num_options"] == 4
+    report = nodes.render_report(metrics)
+    assert "| fine_tuned |" in report and "| cooccurrence |" in report
+    assert nodes.plot_metrics(metrics).axes[0].get_title().startswith("6 test prompts")
+    errors = nodes.error_analysis(preds, _prompts())
+    tuned = preds[preds.method == "fine_tuned"]
+    assert len(errors) == int((tuned.predicted_letter != tuned.correct_letter).sum())
+    if len(errors):
+        assert errors["prediction"].iloc[0][1] == ")" and errors["truth"].iloc[0].startswith(tuple("ABCD"))
