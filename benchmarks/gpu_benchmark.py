@@ -108,8 +108,8 @@ def bare_loop(model, batches, device: str, warmup: int = 5) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     times, tokens = [], []
-    for i, b in enumerate(batches):
-        b = {k: v.to(device) for k, v in b.items()}
+    for i, cpu_batch in enumerate(batches):
+        b = {k: v.to(device) for k, v in cpu_batch.items()}
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()

@@ -66,6 +66,7 @@ def copy_project(dest: Path) -> Path:
     (dest / "conf" / "local").mkdir()
     shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
     shutil.copy(ROOT / ".telemetry", dest / ".telemetry")
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
                   "07_model_output", "08_reporting"):
         (dest / "data" / layer).mkdir(parents=True)

@@ -12,13 +12,26 @@ from .core.errors import MissingInputError
 logger = logging.getLogger(__name__)
 
 
+def _all_pipelines() -> dict:
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    from . import pipelines as package  # noqa: PLC0415
+
+    return {
+        m.name: importlib.import_module(f"{package.__name__}.{m.name}").create_pipeline()
+        for m in pkgutil.iter_modules(package.__path__)
+        if m.ispkg
+    }
+
+
 class ProjectHooks:
     """Checks a run's inputs before it starts, and imports Unsloth first when it is the backend."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         """Fail early, naming the pipeline to run first, when a needed dataset does not exist."""
-        from kedro.framework.project import pipelines  # noqa: PLC0415
+        pipelines = _all_pipelines()  # all of them: Kedro may have loaded only the one it runs
 
         produced = pipeline.all_outputs()
         missing = []
@@ -30,7 +43,7 @@ class ProjectHooks:
             except Exception:  # noqa: BLE001 - a dataset that cannot tell is treated as missing
                 exists = False
             if not exists:
-                producers = [p for p, pipe in pipelines.items() if p != "__default__" and name in pipe.all_outputs()]
+                producers = [p for p, pipe in pipelines.items() if name in pipe.all_outputs()]
                 missing.append(f"'{name}' (made by: {', '.join(f'kedro run --pipeline={p}' for p in producers) or 'no pipeline'})")
         if missing:
             raise MissingInputError("this run needs datasets that do not exist yet: " + "; ".join(missing) + ". Run those pipelines first, or plain `kedro run`.")

@@ -92,9 +92,13 @@ def test_training_resumes_from_the_last_checkpoint(tiny_llama, tmp_path):
 
 def test_answer_only_loss_equals_trl_loss(tiny_llama, tmp_path):
     import torch
-
-    from amazon_llm_rec.core.training import _load_for_backend, answer_only_trainer_class, to_sft_dataset
     from trl import SFTConfig, SFTTrainer
+
+    from amazon_llm_rec.core.training import (
+        _load_for_backend,
+        answer_only_trainer_class,
+        to_sft_dataset,
+    )
 
     model, tok, peft_config = _load_for_backend("lora", tiny_llama, FT, "cpu")
     args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=256,

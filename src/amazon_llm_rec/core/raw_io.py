@@ -94,8 +94,8 @@ def detect_python_literals(path: str, sample: int = 20) -> bool:
     seen = 0
     try:
         with _open_text(path) as fh:
-            for line in fh:
-                line = line.strip()
+            for raw in fh:
+                line = raw.strip()
                 if not line:
                     continue
                 seen += 1

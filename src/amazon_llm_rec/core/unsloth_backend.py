@@ -11,8 +11,8 @@ from typing import Any
 
 def load_unsloth(base_path: str, ft: dict[str, Any]):
     """Load `base_path` in 4 bits with Unsloth and add its LoRA adapters; return (model, tokenizer)."""
-    import unsloth  # noqa: F401, PLC0415 - before transformers/peft/trl where possible
     import torch  # noqa: PLC0415
+    import unsloth  # noqa: F401, PLC0415 - before transformers/peft/trl where possible
     from unsloth import FastLanguageModel  # noqa: PLC0415
 
     from .models import prepare_tokenizer  # noqa: PLC0415

@@ -2,7 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_metrics, error_analysis, plot_metrics, render_report, score_baseline_methods, score_llms
+from .nodes import (
+    compute_metrics,
+    error_analysis,
+    plot_metrics,
+    render_report,
+    score_baseline_methods,
+    score_llms,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -21,8 +21,8 @@ def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFr
     if not 1 <= min_h <= h:
         raise ConfigError(f"prompts.min_history must be in 1..history_size ({h}), got {min_h}")
     rows = []
-    for rid, asins in zip(sequences["reviewer_id"], sequences["asins"], strict=True):
-        asins = list(asins)
+    for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True):
+        asins = list(seq)
         n = len(asins)
         for pos in range(min_h, n):
             if pos == n - 1:

@@ -1,0 +1,107 @@
+"""The whole project end to end: all four pipelines with a tiny random Llama in a fresh project copy,
+the notebook on its results, kedro-viz, and the message when a pipeline's inputs are missing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_project
+
+
+def _session(project, env=None, extra=None):
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    return KedroSession.create(project_path=project, env=env, runtime_params=extra)
+
+
+@pytest.fixture(scope="module")
+def ran_project(tmp_path_factory, tiny_llama):
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    extra = {
+        "raw": {"synthetic": {"num_reviewers": 90}},
+        "model": {"name": tiny_llama},
+        "prompts": {"max_train_prompts": 24, "max_validation_prompts": 4, "max_test_prompts": 16},
+        "fine_tuning": {"max_steps": 3, "batch_size": 4, "eval_steps": 2, "save_steps": 1, "bf16": False,
+                        "logging_steps": 1},
+        "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False},
+    }
+    mp = pytest.MonkeyPatch()
+    mp.chdir(project)
+    with _session(project, extra=extra) as session:
+        session.run()
+    yield project
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_all_four_pipelines_write_their_outputs(ran_project):
+    data = ran_project / "data"
+    assert (data / "01_raw" / "Synthetic_Industrial_Demo_5.json.gz").is_file()
+    counts = json.loads((data / "08_reporting" / "data_processing_counts.json").read_text())
+    assert counts["review_bad_lines"] == 2 and counts["reviews_unverified"] > 0 and counts["reviewers_short_history"] > 0
+    test = pd.read_parquet(data / "05_model_input" / "test_prompts.parquet")
+    assert len(test) == 16 and {"reviewer_id", "target_asin", "candidate_asins", "correct_letter"} <= set(test.columns)
+    versions = list((data / "06_models" / "lora_adapter").iterdir())
+    assert len(versions) == 1 and (versions[0] / "lora_adapter" / "adapter_model.safetensors").is_file()
+    metrics = json.loads((data / "08_reporting" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
+    assert metrics["training"]["steps"] == 3 and metrics["test_prompts"] == 16
+    for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv"):
+        assert (data / "08_reporting" / f).stat().st_size > 0
+    history = pd.read_parquet(data / "07_model_output" / "loss_history.parquet")
+    assert set(history["split"]) == {"train", "validation"}
+
+
+@pytest.mark.slow
+def test_notebook_loads_catalog_datasets(ran_project):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ran_project / "notebooks" / "explore_results.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ran_project / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "reviewers" in text and "Purchase history:" in text
+
+
+@pytest.mark.slow
+def test_kedro_viz_builds_headless(ran_project):
+    pytest.importorskip("kedro_viz")
+    kedro = shutil.which("kedro") or f"{sys.executable} -m kedro"
+    out = subprocess.run([kedro, "viz", "build"], cwd=ran_project, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pipelines = json.loads((ran_project / "build" / "api" / "main").read_text())
+    names = {n["name"] for n in pipelines["nodes"]}
+    assert {"fine_tune", "score_llms", "read_reviews", "render_prompts"} <= names
+
+
+def test_a_pipeline_without_its_inputs_says_which_pipeline_to_run_first(tmp_path, monkeypatch):
+    from amazon_llm_rec.core.errors import MissingInputError
+
+    project = copy_project(tmp_path)
+    monkeypatch.chdir(project)
+    with _session(project) as session, pytest.raises(MissingInputError) as err:
+        session.run(pipeline_names=["fine_tuning"])
+    assert "train_prompts" in str(err.value) and "kedro run --pipeline=prompt_engineering" in str(err.value)
+
+
+def test_gpu_and_paper_environments_override_single_keys(tmp_path, monkeypatch):
+    project = copy_project(tmp_path)
+    monkeypatch.chdir(project)
+    with _session(project, env="gpu") as session:
+        p = session.load_context().params
+    assert p["fine_tuning"]["backend"] == "unsloth" and p["model"]["name"].startswith("TinyLlama/")
+    assert p["fine_tuning"]["lora"]["r"] == 16  # kept from base
+    with _session(project, env="paper") as session:
+        p = session.load_context().params
+    ft = p["fine_tuning"]
+    assert (ft["batch_size"], ft["learning_rate"], ft["weight_decay"], ft["epochs"]) == (8, 1e-3, 1e-3, 5)
+    assert p["prompts"]["split"] == "paper_random" and p["prompts"]["num_negatives"] == 3
