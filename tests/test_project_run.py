@@ -57,7 +57,7 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv"):
         assert (data / "08_reporting" / f).stat().st_size > 0
     history = pd.read_parquet(data / "07_model_output" / "loss_history.parquet")
-    assert set(history["split"]) == {"train", "validation"}
+    assert set(history["split"]) == {"train", "validation", "train_epoch_mean"}
 
 
 @pytest.mark.slow

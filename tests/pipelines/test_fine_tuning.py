@@ -13,7 +13,7 @@ import pytest
 from amazon_llm_rec.core.errors import ConfigError
 from amazon_llm_rec.core.training import resolve_backend, train_adapter
 from amazon_llm_rec.datasets import LoRAAdapterDataset
-from amazon_llm_rec.pipelines.fine_tuning.nodes import fine_tune, plot_loss_curves
+from amazon_llm_rec.pipelines.fine_tuning.nodes import fine_tune, plot_loss_curves, select_base_model
 
 FT = {
     "backend": "lora", "fallback": False, "device": "cpu", "bf16": False, "epochs": 1, "max_steps": 3,
@@ -44,6 +44,10 @@ def test_unsloth_falls_back_to_bitsandbytes_when_asked():
     assert resolve_backend({**FT, "backend": "unsloth", "fallback": True}) == "qlora_bnb"
 
 
+def test_select_base_model_returns_the_configured_name():
+    assert select_base_model({"name": " smollm2-135m-instruct "}) == "smollm2-135m-instruct"
+
+
 def test_unknown_backend_is_rejected():
     with pytest.raises(ConfigError, match="fine_tuning.backend"):
         resolve_backend({**FT, "backend": "deepspeed"})
@@ -68,7 +72,7 @@ def test_lora_trains_saves_and_reloads(tiny_llama, tmp_path):
     ft = {**FT, "checkpoint_dir": str(tmp_path / "ckpt")}
     adapter, history, summary = fine_tune(tiny_llama, _prompts(12), _prompts(4), ft)
     assert summary["steps"] == 3 and summary["backend"] == "lora"
-    assert set(history["split"]) == {"train", "validation"} and history["loss"].notna().all()
+    assert set(history["split"]) == {"train", "validation", "train_epoch_mean"} and history["loss"].notna().all()
     ds = LoRAAdapterDataset(str(tmp_path / "adapter"), version=None)
     ds.save(adapter)
     path = Path(ds.load())
@@ -82,12 +86,20 @@ def test_lora_trains_saves_and_reloads(tiny_llama, tmp_path):
     assert plot_loss_curves(history).axes[0].get_xlabel() == "training step"
 
 
-def test_training_resumes_from_the_last_checkpoint(tiny_llama, tmp_path):
-    ft = {**FT, "checkpoint_dir": str(tmp_path / "ckpt"), "eval_steps": None}
-    first, _ = train_adapter(tiny_llama, _prompts(12), _prompts(4), ft)
-    assert first.summary["resumed_from"] is None
-    again, _ = train_adapter(tiny_llama, _prompts(12), _prompts(4), ft)
-    assert again.summary["resumed_from"].endswith("checkpoint-3") and again.summary["steps"] == 3
+def test_training_resumes_after_an_interruption(tiny_llama, tmp_path):
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("simulated interruption after the checkpoint of step 2")
+
+    ft = {**FT, "checkpoint_dir": str(tmp_path / "ckpt"), "eval_steps": None, "max_steps": 4}
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(tiny_llama, _prompts(16), _prompts(4), ft, callbacks=[Interrupt()])
+    again, history = train_adapter(tiny_llama, _prompts(16), _prompts(4), ft)
+    assert again.summary["resumed_from"].endswith("checkpoint-2") and again.summary["steps"] == 4
+    assert history.loc[history.split == "train", "step"].min() == 3  # steps 1-2 were not trained again
 
 
 def test_answer_only_loss_equals_trl_loss(tiny_llama, tmp_path):

@@ -18,6 +18,26 @@ def _batches(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
+def _encoded_batches(model, tokenizer, prompts: pd.DataFrame, batch_size: int, desc: str,
+                     pad_to_multiple_of: int | None = None):
+    """Yield (row indices, left-padded encodings on the model's device), similar lengths together,
+    under torch.inference_mode."""
+    import torch  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
+    order = np.argsort([len(t) for t in texts], kind="stable")  # little padding
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    model.eval()
+    with torch.inference_mode():
+        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
+            idx = order[sl]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                            pad_to_multiple_of=pad_to_multiple_of).to(device)
+            yield idx, enc
+
+
 def last_position_logits(model, enc):
     """Next-token logits at the last position only: the LM head runs on one position per prompt."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -35,26 +55,15 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
                   pad_to_multiple_of: int | None = None) -> np.ndarray:
     """Return log-probabilities [N, options] of each option letter as the answer's first token."""
     import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
     from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
 
     k = len(prompts["candidate_asins"].iloc[0])
     letter_ids = option_token_ids(tokenizer, prompts["instruction"].iloc[0], prompts["input"].iloc[0], LETTERS[:k])
-    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
-    device = next(model.parameters()).device
-    out = np.zeros((len(texts), k), dtype=np.float32)
-    tokenizer.padding_side = "left"
-    model.eval()
-    with torch.inference_mode():
-        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
-            idx = order[sl]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
-                            pad_to_multiple_of=pad_to_multiple_of).to(device)
-            logits = last_position_logits(model, enc)
-            logp = torch.log_softmax(logits.float(), dim=-1)[:, letter_ids]
-            out[idx] = logp.cpu().numpy()
+    out = np.zeros((len(prompts), k), dtype=np.float32)
+    for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):
+        logits = last_position_logits(model, enc)
+        out[idx] = torch.log_softmax(logits.float(), dim=-1)[:, letter_ids].cpu().numpy()
     return out
 
 
@@ -73,59 +82,39 @@ def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, 
     """Return each option's mean log-likelihood per answer token [N, options] (the paper's 'highest
     probability' read literally). The prompt runs once; its KV cache is shared by the options."""
     import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
 
-    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
     answers = option_texts(prompts, target)
     k = len(answers[0])
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    device = next(model.parameters()).device
-    out = np.zeros((len(texts), k), dtype=np.float32)
-    tokenizer.padding_side = "left"
-    model.eval()
-    with torch.inference_mode():
-        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
-            idx = order[sl]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
-                            pad_to_multiple_of=pad_to_multiple_of).to(device)
-            first = model(**enc, use_cache=True, logits_to_keep=1)
-            cache = first.past_key_values
-            cache.batch_repeat_interleave(k)
-            conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i]]
-            width = max(len(c) for c in conts)
-            ids = torch.full((len(conts), width), tokenizer.pad_token_id, device=device)
-            mask = torch.zeros_like(ids)
-            for r, c in enumerate(conts):
-                ids[r, : len(c)] = torch.tensor(c, device=device)
-                mask[r, : len(c)] = 1
-            full_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask], dim=1)
-            logits = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False).logits
-            logp = torch.cat([first.logits[:, -1:, :].repeat_interleave(k, 0), logits[:, :-1, :]], dim=1)
-            logp = torch.log_softmax(logp.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-            mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[idx] = mean.view(len(idx), k).cpu().numpy()
+    out = np.zeros((len(prompts), k), dtype=np.float32)
+    for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):
+        device = enc["input_ids"].device
+        first = model(**enc, use_cache=True, logits_to_keep=1)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)  # the prompt's KV cache, once per option
+        conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i]]
+        ids = torch.full((len(conts), max(len(c) for c in conts)), tokenizer.pad_token_id, device=device)
+        mask = torch.zeros_like(ids)
+        for r, c in enumerate(conts):
+            ids[r, : len(c)] = torch.tensor(c, device=device)
+            mask[r, : len(c)] = 1
+        full_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask], dim=1)
+        logits = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False).logits
+        logp = torch.cat([first.logits[:, -1:, :].repeat_interleave(k, 0), logits[:, :-1, :]], dim=1)
+        logp = torch.log_softmax(logp.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+        out[idx] = mean.view(len(idx), k).cpu().numpy()
     return out
 
 
-def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: int, batch_size: int = 16, desc: str = "generating") -> list[str]:
+def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: int, batch_size: int = 16,
+                     desc: str = "generating") -> list[str]:
     """Greedy-generate each prompt's answer text (for the paper's exact-match metric)."""
-    import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    texts = [render_prompt(tokenizer, i, x) for i, x in zip(prompts["instruction"], prompts["input"], strict=True)]
-    order = np.argsort([len(t) for t in texts])
-    device = next(model.parameters()).device
-    answers: list[str] = [""] * len(texts)
-    tokenizer.padding_side = "left"
-    model.eval()
-    with torch.inference_mode():
-        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
-            idx = order[sl]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            for row, i in enumerate(idx):
-                answers[i] = tokenizer.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    answers: list[str] = [""] * len(prompts)
+    for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc):
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for row, i in enumerate(idx):
+            answers[i] = tokenizer.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     return answers
 
 

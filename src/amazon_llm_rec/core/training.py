@@ -244,6 +244,16 @@ def answer_only_trainer_class():
     return AnswerOnlySFTTrainer
 
 
+def _epoch_means(history: pd.DataFrame) -> pd.DataFrame:
+    """Mean training loss per (started) epoch, as rows of split 'train_epoch_mean'."""
+    train = history[history["split"] == "train"]
+    if train.empty:
+        return pd.DataFrame(columns=history.columns)
+    epoch = (train["epoch"] - 1e-9).clip(lower=0).astype(int) + 1
+    means = train.groupby(epoch).agg(step=("step", "max"), loss=("loss", "mean")).reset_index(names="epoch")
+    return means.assign(split="train_epoch_mean", epoch=means["epoch"].astype(float))[history.columns]
+
+
 def _peak_memory(device: str) -> dict[str, float]:
     if device != "cuda":
         return {}
@@ -252,7 +262,8 @@ def _peak_memory(device: str) -> dict[str, float]:
     return {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
-def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame, ft: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame]:
+def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame, ft: dict[str, Any],
+                  callbacks: list | None = None) -> tuple[TrainedAdapter, pd.DataFrame]:
     """Fine-tune LoRA on the training prompts; return the adapter and the loss history."""
     backend = resolve_backend(ft)
     device = _device(ft)
@@ -307,7 +318,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         eval_dataset=to_sft_dataset(validation, ft.get("target", "letter_and_title")),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[recorder.callback(), throughput.callback()],
+        callbacks=[recorder.callback(), throughput.callback(), *(callbacks or [])],
     )
     throughput.trainer = trainer
     last = get_last_checkpoint(str(out_dir)) if ft.get("resume", True) else None
@@ -325,6 +336,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     recorder.rows.append({"step": trainer.state.global_step, "epoch": float(trainer.state.epoch or 0),
                           "split": "validation", "loss": float(final_eval["eval_loss"])})
     history = pd.DataFrame(recorder.rows, columns=["step", "epoch", "split", "loss"]).drop_duplicates()
+    history = pd.concat([history, _epoch_means(history)], ignore_index=True)
     summary = {
         "backend": backend,
         "target": ft.get("target", "letter_and_title"),

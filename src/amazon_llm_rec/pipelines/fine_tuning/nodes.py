@@ -34,7 +34,7 @@ def plot_loss_curves(loss_history: pd.DataFrame):
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for split, style in (("train", "-"), ("validation", "o-")):
+    for split, style in (("train", "-"), ("validation", "o-"), ("train_epoch_mean", "s--")):
         part = loss_history[loss_history["split"] == split].sort_values("step")
         if not part.empty:
             ax.plot(part["step"], part["loss"], style, label=split)
