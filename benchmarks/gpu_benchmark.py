@@ -278,7 +278,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--score-batch", type=int, default=64)
     ap.add_argument("--score-prompts", type=int, default=1024)
-    ap.add_argument("--stages", nargs="+", default=["unsloth", "bnb", "mistral"])
+    ap.add_argument("--stages", nargs="+", help="default: unsloth bnb mistral (dry run: lora bnb)")
     ap.add_argument("--dry-run", action="store_true", help="CPU check: tiny model, lora and bnb stages")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default="/tmp/bench_tinyllama", help=argparse.SUPPRESS)
@@ -293,8 +293,11 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.dry_run:
-        args.shape, args.stages, args.steps, args.batches = "tiny", ["lora", "bnb"], 5, [4]
-        args.score_batch, args.score_prompts, args.model_dir = 8, 16, "/tmp/bench_tiny"
+        args.shape, args.steps, args.batches = "tiny", 5, [4]
+        args.stages = args.stages or ["lora", "bnb"]
+        args.score_batch, args.score_prompts = 8, 16
+        args.model_dir = str(Path(args.out) / "tiny_model")
+    args.stages = args.stages or ["unsloth", "bnb", "mistral"]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     card = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
     result = {"date": str(date.today()), "device": card, "torch": torch.__version__, "steps": args.steps,
