@@ -31,7 +31,7 @@ def ran_project(tmp_path_factory, tiny_llama):
         "prompts": {"max_train_prompts": 24, "max_validation_prompts": 4, "max_test_prompts": 16},
         "fine_tuning": {"max_steps": 3, "batch_size": 4, "eval_steps": 2, "save_steps": 1, "bf16": False,
                         "logging_steps": 1},
-        "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False},
+        "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False, "export_merged": True},
     }
     mp = pytest.MonkeyPatch()
     mp.chdir(project)
@@ -54,6 +54,8 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     metrics = json.loads((data / "08_reporting" / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
     assert metrics["training"]["steps"] == 3 and metrics["test_prompts"] == 16
+    assert json.loads((data / "08_reporting" / "merged_export_check.json").read_text())["exported"] is True
+    assert (data / "06_models" / "merged_model" / "config.json").is_file()
     for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv"):
         assert (data / "08_reporting" / f).stat().st_size > 0
     history = pd.read_parquet(data / "07_model_output" / "loss_history.parquet")

@@ -79,3 +79,34 @@ class LoRAAdapterDataset(AbstractVersionedDataset[Any, str]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._filepath), "version": self._version}
+
+
+class MergedModelDataset(AbstractDataset[Any, str]):
+    """A full 16-bit model with the LoRA adapter merged in (optional export). Saving takes a
+    `TrainedAdapter` whose model is merged (nothing is written when it is None); loading returns the path."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _save(self, data: Any) -> None:
+        if data.model is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=".merged-"))
+        try:
+            data.model.save_pretrained(tmp)
+            data.tokenizer.save_pretrained(tmp)
+            if self._path.exists():
+                shutil.rmtree(self._path)
+            tmp.rename(self._path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load(self) -> str:
+        if not (self._path / "config.json").is_file():
+            raise DatasetError(f"no merged model in {self._path}: set evaluation.export_merged: true and run evaluation")
+        return str(self._path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -134,3 +134,25 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     assert len(errors) == int((tuned.predicted_letter != tuned.correct_letter).sum())
     if len(errors):
         assert errors["prediction"].iloc[0][1] == ")" and errors["truth"].iloc[0].startswith(tuple("ABCD"))
+
+
+def test_merged_export_rechecks_validation_accuracy(tiny_llama, tmp_path):
+    from amazon_llm_rec.core.training import train_adapter
+    from amazon_llm_rec.datasets import LoRAAdapterDataset, MergedModelDataset
+    from tests.pipelines.test_fine_tuning import FT
+
+    adapter, _ = train_adapter(tiny_llama, _prompts(8), _prompts(4), {**FT, "checkpoint_dir": str(tmp_path / "c"), "max_steps": 2})
+    ads = LoRAAdapterDataset(str(tmp_path / "adapter"))
+    ads.save(adapter)
+    ev = {"device": "cpu", "batch_size": 4, "scoring": "title_likelihood"}
+    off, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"}, ev)
+    assert report == {"exported": False} and off.model is None
+    merged, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"},
+                                               {**ev, "export_merged": True})
+    assert report["exported"] and report["validation_prompts"] == 4
+    assert abs(report["accuracy_merged"] - report["accuracy_adapter"]) <= 0.25 and "dropped" in report
+    ds = MergedModelDataset(str(tmp_path / "merged"))
+    ds.save(merged)
+    assert (tmp_path / "merged" / "config.json").is_file() and not any("lora" in p.name for p in (tmp_path / "merged").iterdir())
+    MergedModelDataset(str(tmp_path / "none")).save(off)
+    assert not (tmp_path / "none").exists()

@@ -67,6 +67,37 @@ def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, t
     return pd.concat(frames, ignore_index=True)
 
 
+def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
+                        training_summary: dict[str, Any], evaluation: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Optionally merge the adapter into a 16-bit model; re-check validation accuracy and say if it dropped."""
+    from peft import PeftModel
+
+    from ...core.training import TrainedAdapter
+
+    if not evaluation.get("export_merged", False):
+        return TrainedAdapter(None, None), {"exported": False}
+    device = _device(evaluation)
+    target = training_summary.get("target", "letter_and_title")
+    tokenizer = load_tokenizer(lora_adapter)
+    tuned = PeftModel.from_pretrained(load_model(base_model, "bfloat16", device=device), lora_adapter)
+
+    def accuracy(model) -> float:
+        preds = _score_model("check", model, tokenizer, validation_prompts, {**evaluation, "exact_match_max_prompts": 0}, target)
+        return float((preds["predicted_letter"] == preds["correct_letter"]).mean())
+
+    before = accuracy(tuned)
+    merged = tuned.merge_and_unload()
+    after = accuracy(merged)
+    tolerance = float(evaluation.get("merge_tolerance", 0.01))
+    report = {"exported": True, "dtype": "bfloat16", "validation_prompts": len(validation_prompts),
+              "accuracy_adapter": before, "accuracy_merged": after, "dropped": after < before - tolerance}
+    if report["dropped"]:
+        logger.warning("Merged 16-bit model: validation accuracy dropped from %.3f to %.3f", before, after)
+    else:
+        logger.info("Merged 16-bit model: validation accuracy %.3f (adapter %.3f)", after, before)
+    return TrainedAdapter(merged, tokenizer, report), report
+
+
 def score_baseline_methods(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
     """Score random, popularity and co-occurrence baselines on the same candidates."""
     scores = baselines.score_baselines(test_prompts, reviewer_sequences, evaluation)

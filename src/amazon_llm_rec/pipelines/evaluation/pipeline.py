@@ -5,6 +5,7 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import (
     compute_metrics,
     error_analysis,
+    export_merged_model,
     plot_metrics,
     render_report,
     score_baseline_methods,
@@ -32,5 +33,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(render_report, "metrics", "metrics_report", name="render_report"),
             Node(plot_metrics, "metrics", "metrics_plot", name="plot_metrics"),
             Node(error_analysis, ["llm_predictions", "test_prompts"], "error_analysis", name="error_analysis"),
+            Node(
+                export_merged_model,
+                ["validation_prompts", "base_model", "lora_adapter", "training_summary", "params:evaluation"],
+                ["merged_model", "merged_export_check"],
+                name="export_merged_model",
+            ),
         ]
     )
