@@ -123,7 +123,7 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     assert not np.allclose(zs, ft)  # the adapter changes the scores
     base = nodes.score_baseline_methods(_prompts().assign(position=1, history_asins=[["q"]] * 6),
                                         pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(6)], "asins": [["q", "t"]] * 6}), ev)
-    metrics = nodes.compute_metrics(preds, base, {"backend": "lora", "steps": 2, "epochs": 1.0})
+    metrics = nodes.compute_metrics(preds, base, {"backend": "lora", "steps": 2, "epochs": 1.0}, {"seed": 0})
     assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
     assert metrics["test_prompts"] == 6 and metrics["num_options"] == 4
     report = nodes.render_report(metrics)
@@ -156,3 +156,28 @@ def test_merged_export_rechecks_validation_accuracy(tiny_llama, tmp_path):
     assert (tmp_path / "merged" / "config.json").is_file() and not any("lora" in p.name for p in (tmp_path / "merged").iterdir())
     MergedModelDataset(str(tmp_path / "none")).save(off)
     assert not (tmp_path / "none").exists()
+
+
+def _random_preds(n: int, k: int = 4, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    letters = [chr(65 + i) for i in range(k)]
+    prompts = pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(n)], "target_asin": "t",
+                            "correct_letter": rng.choice(letters, n), "output": "x"})
+    return predictions_frame("m", prompts, rng.random((n, k)))
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_reviewers():
+    small, large = method_metrics(_random_preds(100)), method_metrics(_random_preds(3000))
+    for m in (small, large):
+        lo, hi = m["ci95"]["accuracy"]
+        assert lo <= m["accuracy"] <= hi
+    width = {name: m["ci95"]["accuracy"][1] - m["ci95"]["accuracy"][0] for name, m in (("s", small), ("l", large))}
+    assert width["l"] < width["s"] / 3
+    assert small["reviewers"] == 100
+
+
+def test_hr_and_ndcg_at_k_only_with_enough_candidates():
+    assert "hr@5" not in method_metrics(_random_preds(50, k=4), bootstrap_samples=0)
+    m = method_metrics(_random_preds(400, k=20), bootstrap_samples=0)
+    assert m["accuracy"] <= m["hr@5"] <= m["hr@10"] <= 1 and 0.15 < m["hr@5"] < 0.35
+    assert m["ndcg@5"] <= m["hr@5"] and "ci95" not in m

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,3 +99,30 @@ def test_caps_and_bad_parameters(seq):
         nodes.build_windows(seq, {**PARAMS, "min_history": 9})
     with pytest.raises(ConfigError, match="paper_fractions"):
         nodes.build_windows(seq, {**PARAMS, "split": "paper_random", "paper_fractions": [0.5, 0.1]})
+
+
+def test_popularity_and_hard_negatives(seq, items):
+    seq = seq.copy()
+    seq.loc[len(seq)] = ["POP", ["P0_0"] + [f"P{u}_1" for u in range(1, 9)]]  # P0_0 and P*_1 more popular
+    items = items.assign(brand=[a.split("_")[0] for a in items["asin"]], categories="")
+    w = nodes.build_windows(seq, PARAMS)
+    uni = nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "uniform"}, items)
+    pop = nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "popularity"}, items)
+    popular = {f"P{u}_1" for u in range(40)} | {"P0_0"}
+
+    def share(df):
+        negs = [a for cands, t in zip(df["candidate_asins"], df["target_asin"], strict=True) for a in cands if a != t]
+        return np.mean([a in popular for a in negs])
+
+    assert share(pop) > share(uni)
+    # brand = the position suffix, shared across reviewers: a hard negative has the target's brand
+    branded = items.assign(brand=[a.split("_")[1] for a in items["asin"]])
+    hard = nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "hard"}, branded)
+    for rid, target, cands in zip(hard["reviewer_id"], hard["target_asin"], hard["candidate_asins"], strict=True):
+        negs = [c for c in cands if c != target]
+        assert all(c not in seq.set_index("reviewer_id").loc[rid, "asins"] for c in negs)
+        assert all(c.split("_")[1] == target.split("_")[1] for c in negs)
+    with pytest.raises(ConfigError, match="prompts.negatives"):
+        nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "nearest"}, items)
+    # The uniform default is what it was before the strategies existed: same seed, same candidates.
+    assert uni["candidate_asins"].tolist() == nodes.sample_candidates(w, seq, PARAMS)["candidate_asins"].tolist()

@@ -107,10 +107,11 @@ def score_baseline_methods(test_prompts: pd.DataFrame, reviewer_sequences: pd.Da
 
 
 def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.DataFrame,
-                    training_summary: dict[str, Any]) -> dict[str, Any]:
-    """Compute every method's metrics on the same test prompts."""
+                    training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Compute every method's metrics on the same test prompts, with bootstrap intervals."""
     preds = pd.concat([baseline_predictions, llm_predictions], ignore_index=True)
-    methods = {name: method_metrics(part) for name, part in preds.groupby("method", sort=False)}
+    samples, seed = int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0))
+    methods = {name: method_metrics(part, samples, seed) for name, part in preds.groupby("method", sort=False)}
     result = {
         "test_prompts": int(llm_predictions["reviewer_id"].size // llm_predictions["method"].nunique()),
         "num_options": int(preds["num_options"].iloc[0]),
@@ -126,6 +127,8 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
 def render_report(metrics: dict[str, Any]) -> str:
     """Render the metrics as a Markdown table."""
     cols = ["accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "mrr", "exact_match"]
+    first = next(iter(metrics["methods"].values()))
+    cols[5:5] = [c for c in ("hr@5", "ndcg@5", "hr@10", "ndcg@10") if c in first]
     lines = [
         f"# Evaluation on {metrics['test_prompts']} test prompts, {metrics['num_options']} options each",
         "",
@@ -133,7 +136,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         "|---|" + "---|" * len(cols),
     ]
     for name, m in metrics["methods"].items():
-        cells = ["n/a" if m.get(c) is None else f"{m[c]:.3f}" for c in cols]
+        cells = [_cell(m, c) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     t = metrics.get("training", {})
     lines += ["", f"Fine-tuned: backend {t.get('backend')}, {t.get('train_prompts')} training prompts, "
@@ -142,8 +145,15 @@ def render_report(metrics: dict[str, Any]) -> str:
               "title_likelihood = mean log-probability of the option's answer tokens; letter_logits = "
               "next-token probability of the option letter).",
               "Exact match: greedy generation equals the answer the model was trained to write (the paper's metric), "
-              "on the first `exact_match_max_prompts` test prompts.", ""]
+              "on the first `exact_match_max_prompts` test prompts. Brackets: 95% bootstrap intervals over test prompts.", ""]
     return "\n".join(lines)
+
+
+def _cell(m: dict[str, Any], col: str) -> str:
+    if m.get(col) is None:
+        return "n/a"
+    ci = m.get("ci95", {}).get(col)
+    return f"{m[col]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{m[col]:.3f}"
 
 
 def plot_metrics(metrics: dict[str, Any]):
@@ -159,8 +169,14 @@ def plot_metrics(metrics: dict[str, Any]):
     mrr = [metrics["methods"][n]["mrr"] for n in names]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(x - 0.2, acc, 0.4, label="accuracy (HR@1)")
-    ax.bar(x + 0.2, mrr, 0.4, label="MRR")
+    def err(key: str, values: list[float]) -> np.ndarray | None:
+        cis = [metrics["methods"][n].get("ci95", {}).get(key) for n in names]
+        if any(c is None for c in cis):
+            return None
+        return np.array([[v - c[0] for v, c in zip(values, cis, strict=True)], [c[1] - v for v, c in zip(values, cis, strict=True)]])
+
+    ax.bar(x - 0.2, acc, 0.4, yerr=err("accuracy", acc), capsize=3, label="accuracy (HR@1), 95% CI")
+    ax.bar(x + 0.2, mrr, 0.4, yerr=err("mrr", mrr), capsize=3, label="MRR")
     ax.axhline(1 / metrics["num_options"], color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylim(0, 1)

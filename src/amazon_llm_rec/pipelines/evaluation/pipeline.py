@@ -29,7 +29,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "baseline_predictions",
                 name="score_baselines",
             ),
-            Node(compute_metrics, ["llm_predictions", "baseline_predictions", "training_summary"], "metrics", name="compute_metrics"),
+            Node(
+                compute_metrics,
+                ["llm_predictions", "baseline_predictions", "training_summary", "params:evaluation"],
+                "metrics",
+                name="compute_metrics",
+            ),
             Node(render_report, "metrics", "metrics_report", name="render_report"),
             Node(plot_metrics, "metrics", "metrics_plot", name="plot_metrics"),
             Node(error_analysis, ["llm_predictions", "test_prompts"], "error_analysis", name="error_analysis"),

@@ -60,22 +60,60 @@ def _cap(windows: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
-    """Add the target plus `num_negatives` never-reviewed products, shuffled and lettered."""
+def _related(items: pd.DataFrame | None, universe: np.ndarray) -> dict[str, list[str]]:
+    """Products sharing the brand or the most specific category of each product."""
+    if items is None:
+        raise ConfigError("prompts.negatives: hard needs the items dataset (brand, categories)")
+    known = items[items["asin"].isin(set(universe))]
+    leaf = known["categories"].fillna("").str.split(" > ").str[-1]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for asin, brand, cat in zip(known["asin"], known["brand"].fillna(""), leaf, strict=True):
+        for key in (("brand", brand), ("category", cat)):
+            if key[1]:
+                groups.setdefault(key, []).append(asin)
+    related: dict[str, set[str]] = {}
+    for members in groups.values():
+        for a in members:
+            related.setdefault(a, set()).update(members)
+    return {a: sorted(r - {a}) for a, r in related.items()}
+
+
+def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: dict[str, Any],
+                      items: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Add the target plus `num_negatives` never-reviewed products, shuffled and lettered.
+
+    Negatives (`prompts.negatives`): uniform (the paper), popularity (in proportion to how many
+    reviewers reviewed them), or hard (same brand or category as the target where there are enough,
+    topped up uniformly otherwise)."""
     k = int(prompts["num_negatives"])
     if not 1 <= k < len(LETTERS):
         raise ConfigError(f"prompts.num_negatives must be in 1..{len(LETTERS) - 1}, got {k}")
+    strategy = prompts.get("negatives", "uniform")
+    if strategy not in {"uniform", "popularity", "hard"}:
+        raise ConfigError(f"prompts.negatives must be 'uniform', 'popularity' or 'hard', got {strategy!r}")
     universe = np.array(sorted({a for seq in sequences["asins"] for a in seq}))
     bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True)}
     rng = np.random.default_rng(int(prompts["seed"]))
+    weights = None
+    if strategy == "popularity":
+        counts = pd.Series([a for seq in sequences["asins"] for a in seq]).value_counts()
+        weights = counts.reindex(universe).to_numpy(dtype=float)
+        weights /= weights.sum()
+    related = _related(items, universe) if strategy == "hard" else {}
+    topped_up = 0
     candidates, letters = [], []
     for rid, target in zip(windows["reviewer_id"], windows["target_asin"], strict=True):
         seen = bought[rid]
         if len(universe) - len(seen) < k:
             raise EmptyFilterError(f"reviewer {rid} has fewer than num_negatives={k} unreviewed products to sample")
         negatives: list[str] = []
+        if strategy == "hard":
+            pool = [a for a in related.get(target, []) if a not in seen]
+            if pool:
+                negatives = [pool[i] for i in rng.permutation(len(pool))[:k]]
+            topped_up += len(negatives) < k
         while len(negatives) < k:
-            pick = str(universe[rng.integers(len(universe))])
+            pick = str(universe[rng.choice(len(universe), p=weights) if weights is not None else rng.integers(len(universe))])
             if pick not in seen and pick not in negatives:
                 negatives.append(pick)
         options = [target, *negatives]
@@ -83,6 +121,8 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
         options = [options[i] for i in order]
         candidates.append(options)
         letters.append(LETTERS[options.index(target)])
+    if strategy == "hard":
+        logger.info("Hard negatives: %d of %d candidate sets topped up uniformly", topped_up, len(windows))
     return windows.assign(candidate_asins=candidates, correct_letter=letters)
 
 

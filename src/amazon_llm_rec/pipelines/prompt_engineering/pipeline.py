@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(build_windows, ["reviewer_sequences", "params:prompts"], "windows", name="build_windows"),
             Node(
                 sample_candidates,
-                ["windows", "reviewer_sequences", "params:prompts"],
+                ["windows", "reviewer_sequences", "params:prompts", "items"],
                 "candidate_sets",
                 name="sample_candidates",
             ),
