@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -82,7 +83,8 @@ def end_to_end() -> dict:
         for name in ("pyproject.toml", ".telemetry"):
             shutil.copy(ROOT / name, project / name)
         start = time.perf_counter()
-        subprocess.run([shutil.which("kedro") or "kedro", "run"], cwd=project, check=True,
+        kedro = Path(sys.executable).with_name("kedro")
+        subprocess.run([str(kedro if kedro.exists() else shutil.which("kedro")), "run"], cwd=project, check=True,
                        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
         metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,8 +78,8 @@ def test_notebook_loads_catalog_datasets(ran_project):
 @pytest.mark.slow
 def test_kedro_viz_builds_headless(ran_project):
     pytest.importorskip("kedro_viz")
-    kedro = shutil.which("kedro") or f"{sys.executable} -m kedro"
-    out = subprocess.run([kedro, "viz", "build"], cwd=ran_project, capture_output=True, text=True, timeout=300, check=False)
+    kedro = Path(sys.executable).with_name("kedro")  # the venv's, also when it is not on PATH
+    out = subprocess.run([str(kedro if kedro.exists() else shutil.which("kedro")), "viz", "build"], cwd=ran_project, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     pipelines = json.loads((ran_project / "build" / "api" / "main").read_text())
     names = {n["name"] for n in pipelines["nodes"]}
