@@ -194,17 +194,16 @@ def _bare_unsloth(name, args, model_dir, backend, batches, train, test, device) 
     from amazon_llm_rec.core.unsloth_backend import load_unsloth
 
     rows: list[dict] = []
-    if True:  # noqa: SIM108 - keeps the loop below flat
-        for batch in batches:
-            model, tok = load_unsloth(model_dir, ft_params("unsloth", batch, args.steps, device))
-            FastLanguageModel.for_training(model)
-            torch.cuda.reset_peak_memory_stats()
-            res = bare_loop(model, token_batches(tok, train.iloc[: batch * args.steps], batch, args.steps), device)
-            rows.append({"what": "train", "setup": "bare Unsloth loop (same token batches)", "model": args.shape,
-                         "batch": batch, **res, "peak_gpu_memory_gib": peak_gib()})
-            print(json.dumps(rows[-1]), flush=True)  # noqa: T201
-            del model
-            torch.cuda.empty_cache()
+    for batch in batches:
+        model, tok = load_unsloth(model_dir, ft_params("unsloth", batch, args.steps, device))
+        FastLanguageModel.for_training(model)
+        torch.cuda.reset_peak_memory_stats()
+        res = bare_loop(model, token_batches(tok, train.iloc[: batch * args.steps], batch, args.steps), device)
+        rows.append({"what": "train", "setup": "bare Unsloth loop (same token batches)", "model": args.shape,
+                     "batch": batch, **res, "peak_gpu_memory_gib": peak_gib()})
+        print(json.dumps(rows[-1]), flush=True)  # noqa: T201
+        del model
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -212,23 +211,22 @@ def _unsloth_scoring(name, args, model_dir, backend, batches, train, test, devic
     import torch
 
     rows: list[dict] = []
-    if True:  # noqa: SIM108
-        from amazon_llm_rec.core.scoring import score_options
-        from amazon_llm_rec.core.unsloth_backend import for_inference, load_unsloth
+    from amazon_llm_rec.core.scoring import score_options
+    from amazon_llm_rec.core.unsloth_backend import for_inference, load_unsloth
 
-        model, tok = load_unsloth(model_dir, ft_params("unsloth", 8, 1, device))
-        for_inference(model)
-        n = min(len(test), args.score_prompts)
-        score_options(model, tok, test.iloc[:n], args.score_batch, pad_to_multiple_of=64)  # warm-up: every shape
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        score_options(model, tok, test.iloc[:n], args.score_batch, pad_to_multiple_of=64)
-        torch.cuda.synchronize()
-        rows.append({"what": "score", "setup": "score_options, Unsloth 4-bit inference mode", "model": args.shape,
-                     "batch": args.score_batch, "prompts_per_second": round(n / (time.perf_counter() - t), 1), "prompts": n})
-        print(json.dumps(rows[-1]), flush=True)  # noqa: T201
-        del model
-        torch.cuda.empty_cache()
+    model, tok = load_unsloth(model_dir, ft_params("unsloth", 8, 1, device))
+    for_inference(model)
+    n = min(len(test), args.score_prompts)
+    score_options(model, tok, test.iloc[:n], args.score_batch, pad_to_multiple_of=64)  # warm-up: every shape
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    score_options(model, tok, test.iloc[:n], args.score_batch, pad_to_multiple_of=64)
+    torch.cuda.synchronize()
+    rows.append({"what": "score", "setup": "score_options, Unsloth 4-bit inference mode", "model": args.shape,
+                 "batch": args.score_batch, "prompts_per_second": round(n / (time.perf_counter() - t), 1), "prompts": n})
+    print(json.dumps(rows[-1]), flush=True)  # noqa: T201
+    del model
+    torch.cuda.empty_cache()
     return rows
 
 
@@ -237,22 +235,21 @@ def _node_scoring(name, args, model_dir, backend, batches, train, test, device) 
     from amazon_llm_rec.pipelines.evaluation.nodes import score_llms
 
     rows: list[dict] = []
-    if True:  # noqa: SIM108
-        quant = {"quant_type": "nf4", "compute_dtype": "bfloat16" if device == "cuda" else "float32"}
-        for label, q in (("4-bit NF4 base + adapter", quant), ("bf16 base + adapter", None)):
-            if name != "bnb" and q is None:
-                continue
-            ev = {"device": device, "bf16": device == "cuda", "quantization": q, "batch_size": args.score_batch,
-                  "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
-                  "exact_match_max_prompts": 0, "max_new_tokens": 8}
-            n = min(len(test), args.score_prompts)
-            preds = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
-            for method, part in preds.groupby("method"):
-                secs = float(part["score_seconds"].iloc[0])
-                rows.append({"what": "score", "setup": f"evaluation node ({method}), {label}, after {name} training",
-                             "model": args.shape, "batch": args.score_batch, "prompts_per_second": round(n / secs, 1),
-                             "prompts": n, "accuracy": round(float((part.predicted_letter == part.correct_letter).mean()), 3)})
-                print(json.dumps(rows[-1]), flush=True)  # noqa: T201
+    quant = {"quant_type": "nf4", "compute_dtype": "bfloat16" if device == "cuda" else "float32"}
+    for label, q in (("4-bit NF4 base + adapter", quant), ("bf16 base + adapter", None)):
+        if name != "bnb" and q is None:
+            continue
+        ev = {"device": device, "bf16": device == "cuda", "quantization": q, "batch_size": args.score_batch,
+              "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
+              "exact_match_max_prompts": 0, "max_new_tokens": 8}
+        n = min(len(test), args.score_prompts)
+        preds = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
+        for method, part in preds.groupby("method"):
+            secs = float(part["score_seconds"].iloc[0])
+            rows.append({"what": "score", "setup": f"evaluation node ({method}), {label}, after {name} training",
+                         "model": args.shape, "batch": args.score_batch, "prompts_per_second": round(n / secs, 1),
+                         "prompts": n, "accuracy": round(float((part.predicted_letter == part.correct_letter).mean()), 3)})
+            print(json.dumps(rows[-1]), flush=True)  # noqa: T201
     return rows
 
 
