@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ...core import synthetic
-from ...core.errors import ConfigError, EmptyFilterError, RawDataError
+from ...core.errors import ConfigError, EmptyFilterError
 from ...core.raw_io import RawFile, check_bad_lines, json_lines_table, write_json_lines
 from ...core.text import clean_title, leaf_category
 
@@ -180,7 +180,6 @@ def summarize_counts(*step_counts: dict[str, int]) -> dict[str, int]:
 
 
 __all__ = [
-    "RawDataError",
     "build_interactions",
     "build_sequences",
     "clean_items",
