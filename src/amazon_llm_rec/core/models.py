@@ -30,7 +30,17 @@ ALPACA_TEMPLATE = (
     "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}### Response:\n{% endif %}"
 )
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # option letters, A) ... Z)
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<unk>", "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>")
+
+
+def resolve_device(want: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is returned as given."""
+    if want != "auto":
+        return want
+    import torch  # noqa: PLC0415
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def builtin_gguf(name: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .models import option_token_ids, render_prompt
+from .models import LETTERS, option_token_ids, render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
     """Return log-probabilities [N, options] of each option letter as the answer's first token."""
     import torch  # noqa: PLC0415
 
-    from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
-
     k = len(prompts["candidate_asins"].iloc[0])
     letter_ids = option_token_ids(tokenizer, prompts["instruction"].iloc[0], prompts["input"].iloc[0], LETTERS[:k])
     out = np.zeros((len(prompts), k), dtype=np.float32)
@@ -67,9 +65,14 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
     return out
 
 
+def option_lines(prompts: pd.DataFrame) -> list[list[str]]:
+    """Per prompt, its option lines as written in the input ("A) title", ...)."""
+    return [x.split("Options:\n")[-1].split("\n") for x in prompts["input"]]
+
+
 def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:
     """Per prompt, each option's answer as the model was trained to write it."""
-    options = prompts["input"].str.split("Options:\n").str[-1].str.split("\n")
+    options = option_lines(prompts)
     if target == "title":
         return [[o.split(") ", 1)[1] for o in opts] for opts in options]
     if target == "letter_and_title":
@@ -121,8 +124,6 @@ def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: in
 def predictions_frame(method: str, prompts: pd.DataFrame, scores: np.ndarray, answers: list[str] | None = None,
                       extra: dict[str, Any] | None = None, expected: list[str] | None = None) -> pd.DataFrame:
     """One row per test prompt: scores per option, predicted letter, rank of the truth."""
-    from ..pipelines.prompt_engineering.nodes import LETTERS  # noqa: PLC0415
-
     k = scores.shape[1]
     truth_idx = np.array([LETTERS.index(c) for c in prompts["correct_letter"]])
     pred_idx = scores.argmax(axis=1)

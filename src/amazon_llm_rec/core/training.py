@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError
-from .models import load_model, load_tokenizer, messages
+from .models import load_model, load_tokenizer, messages, resolve_device
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("lora", "qlora_bnb", "unsloth")
@@ -91,15 +91,6 @@ def run_key(base_model: str, train: pd.DataFrame, ft: dict[str, Any]) -> str:
     h.update(base_model.encode())
     h.update(pd.util.hash_pandas_object(train[["input", "output"]], index=False).values.tobytes())
     return h.hexdigest()[:16]
-
-
-def _device(ft: dict[str, Any]) -> str:
-    import torch  # noqa: PLC0415
-
-    want = ft.get("device", "auto")
-    if want == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return want
 
 
 def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: str):
@@ -266,7 +257,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
                   callbacks: list | None = None) -> tuple[TrainedAdapter, pd.DataFrame]:
     """Fine-tune LoRA on the training prompts; return the adapter and the loss history."""
     backend = resolve_backend(ft)
-    device = _device(ft)
+    device = resolve_device(ft.get("device", "auto"))
     model, tokenizer, peft_config = _load_for_backend(backend, base_path, ft, device)
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
     from trl import SFTConfig, SFTTrainer  # noqa: PLC0415

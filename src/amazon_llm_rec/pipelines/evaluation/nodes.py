@@ -11,17 +11,10 @@ import pandas as pd
 from ...core import baselines, scoring
 from ...core.errors import ConfigError
 from ...core.metrics import method_metrics
-from ...core.models import load_model, load_tokenizer
+from ...core.models import load_model, load_tokenizer, resolve_device
 from ...core.training import completion_text
 
 logger = logging.getLogger(__name__)
-
-
-def _device(evaluation: dict[str, Any]) -> str:
-    import torch  # noqa: PLC0415
-
-    want = evaluation.get("device", "auto")
-    return ("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want
 
 
 def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str) -> pd.DataFrame:
@@ -56,7 +49,7 @@ def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, t
     """Score the test prompts with the base model zero-shot, then with the fine-tuned adapter."""
     from peft import PeftModel  # noqa: PLC0415
 
-    device = _device(evaluation)
+    device = resolve_device(evaluation.get("device", "auto"))
     dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
     tokenizer = load_tokenizer(lora_adapter)
     model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
@@ -76,7 +69,7 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
 
     if not evaluation.get("export_merged", False):
         return TrainedAdapter(None, None), {"exported": False}
-    device = _device(evaluation)
+    device = resolve_device(evaluation.get("device", "auto"))
     target = training_summary.get("target", "letter_and_title")
     tokenizer = load_tokenizer(lora_adapter)
     tuned = PeftModel.from_pretrained(load_model(base_model, "bfloat16", device=device), lora_adapter)
@@ -190,7 +183,7 @@ def error_analysis(llm_predictions: pd.DataFrame, test_prompts: pd.DataFrame) ->
     """List the fine-tuned model's wrong predictions with the prompt, the prediction and the truth."""
     tuned = llm_predictions[llm_predictions["method"] == "fine_tuned"].reset_index(drop=True)
     wrong = tuned["predicted_letter"] != tuned["correct_letter"]
-    options = test_prompts["input"].str.split("Options:\n").str[-1].str.split("\n")
+    options = scoring.option_lines(test_prompts)
     pred_text = [next((o for o in opts if o.startswith(f"{p})")), p) for opts, p in zip(options, tuned["predicted_letter"], strict=True)]
     out = pd.DataFrame(
         {

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import string
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ...core.errors import ConfigError, EmptyFilterError
+from ...core.models import LETTERS
 
 logger = logging.getLogger(__name__)
-LETTERS = string.ascii_uppercase
 
 
 def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
