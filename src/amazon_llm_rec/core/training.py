@@ -258,6 +258,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     """Fine-tune LoRA on the training prompts; return the adapter and the loss history."""
     backend = resolve_backend(ft)
     device = resolve_device(ft.get("device", "auto"))
+    target = ft.get("target", "letter_and_title")
     model, tokenizer, peft_config = _load_for_backend(backend, base_path, ft, device)
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
     from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
@@ -305,8 +306,8 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=to_sft_dataset(train, ft.get("target", "letter_and_title")),
-        eval_dataset=to_sft_dataset(validation, ft.get("target", "letter_and_title")),
+        train_dataset=to_sft_dataset(train, target),
+        eval_dataset=to_sft_dataset(validation, target),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[recorder.callback(), throughput.callback(), *(callbacks or [])],
@@ -330,7 +331,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     history = pd.concat([history, _epoch_means(history)], ignore_index=True)
     summary = {
         "backend": backend,
-        "target": ft.get("target", "letter_and_title"),
+        "target": target,
         "device": device,
         "base_model": base_path,
         "train_prompts": len(train),
