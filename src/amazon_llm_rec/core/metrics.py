@@ -1,4 +1,4 @@
-"""Metrics of a method's predictions: accuracy (HR@1), weighted P/R/F1, exact match, MRR."""
+"""Metrics of a method's predictions: accuracy (HR@1), weighted P/R/F1, exact match, MRR, HR/NDCG@k, bias."""
 
 from __future__ import annotations
 
@@ -27,8 +27,23 @@ def ranking_metrics(truth_rank: np.ndarray, num_options: int) -> dict[str, float
     return out
 
 
+def _weighted_prf(true_idx: np.ndarray, pred_idx: np.ndarray, k: int) -> np.ndarray:
+    """Weighted precision, recall and F1 (as scikit-learn, zero_division=0) for each row of [S, N] index arrays."""
+    s = true_idx.shape[0]
+    flat = (np.arange(s)[:, None] * k * k + true_idx * k + pred_idx).ravel()
+    conf = np.bincount(flat, minlength=s * k * k).reshape(s, k, k).astype(float)
+    tp = np.diagonal(conf, axis1=1, axis2=2)
+    support, predicted = conf.sum(axis=2), conf.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    weights = support / support.sum(axis=1, keepdims=True)
+    return np.stack([(precision * weights).sum(1), (recall * weights).sum(1), (f1 * weights).sum(1)], axis=1)
+
+
 def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of accuracy, MRR and HR/NDCG@k, resampling test prompts."""
+    """Percentile bootstrap intervals of every metric, resampling test prompts (exact match: its generated subset)."""
     rng = np.random.default_rng(seed)
     correct = (preds["correct_letter"].to_numpy() == preds["predicted_letter"].to_numpy()).astype(float)
     rank = preds["truth_rank"].to_numpy()
@@ -40,8 +55,34 @@ def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0,
             per_prompt[f"ndcg@{k}"] = np.where(rank <= k, 1.0 / np.log2(rank + 1), 0.0)
     idx = rng.integers(0, len(preds), size=(samples, len(preds)))
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {name: [float(np.percentile(v[idx].mean(axis=1), lo)), float(np.percentile(v[idx].mean(axis=1), hi))]
-            for name, v in per_prompt.items()}
+
+    def interval(values: np.ndarray) -> list[float]:
+        return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
+
+    out = {name: interval(v[idx].mean(axis=1)) for name, v in per_prompt.items()}
+    letters = {c: i for i, c in enumerate(sorted(set(preds["correct_letter"]) | set(preds["predicted_letter"])))}
+    t = np.array([letters[c] for c in preds["correct_letter"]])
+    p = np.array([letters[c] for c in preds["predicted_letter"]])
+    prf = _weighted_prf(t[idx], p[idx], len(letters))
+    for j, name in enumerate(("precision_weighted", "recall_weighted", "f1_weighted")):
+        out[name] = interval(prf[:, j])
+    matched = exact_matches(preds)
+    if len(matched):
+        out["exact_match"] = interval(matched[rng.integers(0, len(matched), size=(samples, len(matched)))].mean(axis=1))
+    return out
+
+
+def exact_matches(preds: pd.DataFrame) -> np.ndarray:
+    """1.0 where the generated answer equals the expected one (normalized), over the prompts that were generated."""
+    generated = preds[preds["generated"].notna()]
+    return np.array([float(normalize_answer(g) == normalize_answer(e))
+                     for g, e in zip(generated["generated"], generated["expected_output"], strict=True)])
+
+
+def accuracy_by_position(preds: pd.DataFrame) -> dict[str, float]:
+    """Accuracy by the letter (position) of the true option: a position-biased model varies here."""
+    correct = preds["correct_letter"] == preds["predicted_letter"]
+    return {str(k): float(v) for k, v in correct.groupby(preds["correct_letter"]).mean().sort_index().items()}
 
 
 def method_metrics(preds: pd.DataFrame, bootstrap_samples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -58,14 +99,10 @@ def method_metrics(preds: pd.DataFrame, bootstrap_samples: int = 1000, seed: int
         "f1_weighted": float(f1),
         "mrr": float(np.mean(1.0 / preds["truth_rank"].to_numpy())),
     }
-    generated = preds[preds["generated"].notna()]
-    if len(generated):
-        matched = [normalize_answer(g) == normalize_answer(e)
-                   for g, e in zip(generated["generated"], generated["expected_output"], strict=True)]
-        out["exact_match"] = float(np.mean(matched))
-    else:
-        out["exact_match"] = None
-    out["exact_match_n"] = len(generated)
+    matched = exact_matches(preds)
+    out["exact_match"] = float(matched.mean()) if len(matched) else None
+    out["exact_match_n"] = len(matched)
+    out["accuracy_by_position"] = accuracy_by_position(preds)
     out["reviewers"] = int(preds["reviewer_id"].nunique())
     out.update(ranking_metrics(preds["truth_rank"].to_numpy(), int(preds["num_options"].iloc[0])))
     if bootstrap_samples:

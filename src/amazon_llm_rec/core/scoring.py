@@ -70,6 +70,25 @@ def option_lines(prompts: pd.DataFrame) -> list[list[str]]:
     return [x.split("Options:\n")[-1].split("\n") for x in prompts["input"]]
 
 
+def rotate_options(prompts: pd.DataFrame, shift: int) -> pd.DataFrame:
+    """The same prompts with their options moved `shift` places down, cyclically, and re-lettered.
+
+    Scores of the rotated prompts map back to the original order with `np.roll(scores, -shift, axis=1)`."""
+    inputs, outputs, cands, letters = [], [], [], []
+    for text, opts, letter, lines in zip(prompts["input"], prompts["candidate_asins"], prompts["correct_letter"],
+                                         option_lines(prompts), strict=True):
+        k = len(lines)
+        titles = [line.split(") ", 1)[1] for line in lines]
+        order = [(i - shift) % k for i in range(k)]  # new position i shows old option order[i]
+        head = text[: text.rindex("Options:\n") + len("Options:\n")]
+        inputs.append(head + "\n".join(f"{LETTERS[i]}) {titles[j]}" for i, j in enumerate(order)))
+        new = (LETTERS.index(letter) + shift) % k
+        letters.append(LETTERS[new])
+        outputs.append(f"{LETTERS[new]}) {titles[LETTERS.index(letter)]}")
+        cands.append([list(opts)[j] for j in order])
+    return prompts.assign(input=inputs, output=outputs, candidate_asins=cands, correct_letter=letters)
+
+
 def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:
     """Per prompt, each option's answer as the model was trained to write it."""
     options = option_lines(prompts)

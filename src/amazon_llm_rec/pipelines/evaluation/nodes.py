@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ...core import baselines, scoring
@@ -17,36 +18,58 @@ from ...core.training import completion_text
 logger = logging.getLogger(__name__)
 
 
-def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str) -> pd.DataFrame:
+def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str, desc: str) -> np.ndarray:
     batch = int(evaluation["batch_size"])
     mode = evaluation.get("scoring", "title_likelihood")
     pad = evaluation.get("pad_to_multiple_of")
-    start = time.perf_counter()
     if mode == "letter_logits":
-        scores = scoring.score_options(model, tokenizer, prompts, batch, desc=f"scoring {name}", pad_to_multiple_of=pad)
-    elif mode == "title_likelihood":
+        return scoring.score_options(model, tokenizer, prompts, batch, desc=desc, pad_to_multiple_of=pad)
+    if mode == "title_likelihood":
         answer = "letter_and_title" if target == "letter_and_title" else "title"
-        scores = scoring.score_titles(model, tokenizer, prompts, batch, desc=f"scoring {name}", target=answer,
-                                      pad_to_multiple_of=pad)
-    else:
-        raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
+        return scoring.score_titles(model, tokenizer, prompts, batch, desc=desc, target=answer, pad_to_multiple_of=pad)
+    raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
+
+
+def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str,
+                 generate: bool = True) -> pd.DataFrame:
+    mode = evaluation.get("scoring", "title_likelihood")
+    k = len(prompts["candidate_asins"].iloc[0])
+    orders = k if evaluation.get("permutation_average", False) else 1
+    start = time.perf_counter()
+    scores = np.zeros((len(prompts), k))
+    for shift in range(orders):  # cyclic permutations: every option is shown once at every position
+        shown = scoring.rotate_options(prompts, shift) if shift else prompts
+        desc = f"scoring {name}" + (f" (order {shift + 1}/{orders})" if orders > 1 else "")
+        scores += np.roll(_scores(model, tokenizer, shown, evaluation, target, desc), -shift, axis=1) / orders
     seconds = time.perf_counter() - start
     answers = None
     cap = evaluation.get("exact_match_max_prompts")
-    if cap != 0:
+    if generate and cap != 0:
         subset = prompts if cap is None else prompts.iloc[: int(cap)]
-        generated = scoring.generate_answers(model, tokenizer, subset, int(evaluation["max_new_tokens"]), batch,
-                                             desc=f"generating {name}")
+        generated = scoring.generate_answers(model, tokenizer, subset, int(evaluation["max_new_tokens"]),
+                                             int(evaluation["batch_size"]), desc=f"generating {name}")
         answers = generated + [None] * (len(prompts) - len(subset))
-    logger.info("%s: scored %d prompts (%s) in %.1f s (%.1f prompts/s)", name, len(prompts), mode, seconds, len(prompts) / seconds)
+    logger.info("%s: scored %d prompts (%s, %d order(s)) in %.1f s (%.1f prompts/s)", name, len(prompts), mode,
+                orders, seconds, len(prompts) / seconds)
     expected = completion_text(prompts, target)
-    return scoring.predictions_frame(name, prompts, scores, answers, {"score_seconds": seconds, "scoring": mode},
-                                     expected=expected)
+    extra = {"score_seconds": seconds, "scoring": mode, "orders": orders, "prompt_passes": orders * len(prompts)}
+    return scoring.predictions_frame(name, prompts, scores, answers, extra, expected=expected)
 
 
-def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, training_summary: dict[str, Any],
-               evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Score the test prompts with the base model zero-shot, then with the fine-tuned adapter."""
+def _by_protocol(prompts: pd.DataFrame):
+    """Yield (protocol, its prompts) in stored order; prompts without the column are one protocol, `main`."""
+    if "protocol" not in prompts:
+        yield "main", prompts.reset_index(drop=True)
+        return
+    for name in prompts["protocol"].unique():
+        yield name, prompts[prompts["protocol"] == name].reset_index(drop=True)
+
+
+def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
+               training_summary: dict[str, Any], evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Score every protocol's test prompts with the base model zero-shot, then with the fine-tuned adapter.
+
+    Exact match (generation) runs on the first protocol only: the one the model was trained on."""
     from peft import PeftModel  # noqa: PLC0415
 
     device = resolve_device(evaluation.get("device", "auto"))
@@ -54,9 +77,17 @@ def score_llms(test_prompts: pd.DataFrame, base_model: str, lora_adapter: str, t
     tokenizer = load_tokenizer(lora_adapter)
     model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
     target = training_summary.get("target", "letter_and_title")
-    frames = [_score_model("zero_shot", model, tokenizer, test_prompts, evaluation, target)]
-    tuned = PeftModel.from_pretrained(model, lora_adapter)
-    frames.append(_score_model("fine_tuned", tuned, tokenizer, test_prompts, evaluation, target))
+    protocols = list(_by_protocol(test_protocol_prompts))
+    allowed = evaluation.get("llm_protocols")
+    frames = []
+    for method in ("zero_shot", "fine_tuned"):
+        if method == "fine_tuned":
+            model = PeftModel.from_pretrained(model, lora_adapter)
+        for i, (name, prompts) in enumerate(protocols):
+            if allowed is not None and i > 0 and name not in allowed:
+                continue
+            frames.append(_score_model(method, model, tokenizer, prompts, evaluation, target, generate=i == 0)
+                          .assign(protocol=name))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -75,7 +106,8 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
     tuned = PeftModel.from_pretrained(load_model(base_model, "bfloat16", device=device), lora_adapter)
 
     def accuracy(model) -> float:
-        preds = _score_model("check", model, tokenizer, validation_prompts, {**evaluation, "exact_match_max_prompts": 0}, target)
+        preds = _score_model("check", model, tokenizer, validation_prompts, {**evaluation, "permutation_average": False},
+                             target, generate=False)
         return float((preds["predicted_letter"] == preds["correct_letter"]).mean())
 
     before = accuracy(tuned)
@@ -91,55 +123,146 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
     return TrainedAdapter(merged, tokenizer, report), report
 
 
-def score_baseline_methods(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Score random, popularity and co-occurrence baselines on the same candidates."""
-    scores = baselines.score_baselines(test_prompts, reviewer_sequences, evaluation)
-    return pd.concat(
-        [scoring.predictions_frame(name, test_prompts, s) for name, s in scores.items()], ignore_index=True
-    )
+def score_baseline_methods(test_protocol_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame,
+                           items: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Score the baselines (`evaluation.baselines`) on every protocol's stored candidates."""
+    frames = []
+    for name, prompts in _by_protocol(test_protocol_prompts):
+        scores = baselines.score_baselines(prompts, reviewer_sequences, evaluation, items)
+        frames += [scoring.predictions_frame(m, prompts, s).assign(protocol=name) for m, s in scores.items()]
+    return pd.concat(frames, ignore_index=True)
 
 
 def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.DataFrame,
-                    training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Compute every method's metrics on the same test prompts, with bootstrap intervals."""
+                    test_protocol_prompts: pd.DataFrame, training_summary: dict[str, Any],
+                    evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Compute every method's metrics per protocol on the same test prompts, with bootstrap intervals.
+
+    `methods` (top level) holds the first protocol's, the one the model was trained on."""
     preds = pd.concat([baseline_predictions, llm_predictions], ignore_index=True)
+    if "protocol" not in preds:
+        preds["protocol"] = "main"
     samples, seed = int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0))
-    methods = {name: method_metrics(part, samples, seed) for name, part in preds.groupby("method", sort=False)}
-    result = {
-        "test_prompts": int(llm_predictions["reviewer_id"].size // llm_predictions["method"].nunique()),
-        "num_options": int(preds["num_options"].iloc[0]),
+    protocols: dict[str, Any] = {}
+    for name, prompts in _by_protocol(test_protocol_prompts):
+        part = preds[preds["protocol"] == name]
+        methods = {m: method_metrics(g, samples, seed) for m, g in part.groupby("method", sort=False)}
+        for m, g in part.groupby("method", sort=False):
+            if "prompt_passes" in g and g["prompt_passes"].notna().any():
+                methods[m]["prompt_passes"] = int(g["prompt_passes"].iloc[0])
+                methods[m]["score_seconds"] = round(float(g["score_seconds"].iloc[0]), 1)
+        entry = {"test_prompts": len(prompts), "num_options": len(prompts["candidate_asins"].iloc[0]),
+                 "methods": methods}
+        if "retriever_hit" in prompts and prompts["retriever_hit"].notna().any():
+            entry["retriever_miss_rate"] = float(1 - prompts["retriever_hit"].astype(float).mean())
+        protocols[name] = entry
+        for m, v in methods.items():
+            logger.info("%-14s %-12s HR@1 %.3f  MRR %.3f  F1 %.3f", name, m, v["accuracy"], v["mrr"], v["f1_weighted"])
+    first = next(iter(protocols.values()))
+    return {
+        "test_prompts": first["test_prompts"],
+        "num_options": first["num_options"],
         "scoring": str(llm_predictions["scoring"].iloc[0]),
-        "methods": methods,
+        "permutation_average": bool(evaluation.get("permutation_average", False)),
+        "methods": first["methods"],
+        "protocols": protocols,
         "training": training_summary,
     }
-    for name, m in methods.items():
-        logger.info("%-12s accuracy %.3f  MRR %.3f  F1 %.3f", name, m["accuracy"], m["mrr"], m["f1_weighted"])
-    return result
+
+
+METRIC_COLUMNS = ["accuracy", "mrr", "hr@5", "ndcg@5", "hr@10", "ndcg@10", "precision_weighted", "recall_weighted",
+                  "f1_weighted", "exact_match"]
+
+
+def _table(entry: dict[str, Any]) -> list[str]:
+    first = next(iter(entry["methods"].values()))
+    cols = [c for c in METRIC_COLUMNS if c in first and any(m.get(c) is not None for m in entry["methods"].values())]
+    lines = ["| method | reviewers | " + " | ".join("HR@1" if c == "accuracy" else c for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for name, m in entry["methods"].items():
+        lines.append(f"| {name} | {m['reviewers']} | " + " | ".join(_cell(m, c) for c in cols) + " |")
+    return lines
 
 
 def render_report(metrics: dict[str, Any]) -> str:
-    """Render the metrics as a Markdown table."""
-    cols = ["accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "mrr", "exact_match"]
-    first = next(iter(metrics["methods"].values()))
-    cols[5:5] = [c for c in ("hr@5", "ndcg@5", "hr@10", "ndcg@10") if c in first]
-    lines = [
-        f"# Evaluation on {metrics['test_prompts']} test prompts, {metrics['num_options']} options each",
-        "",
-        "| method | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for name, m in metrics["methods"].items():
-        cells = [_cell(m, c) for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    """Render the metrics as Markdown: one table per protocol."""
+    lines = [f"# Evaluation: {len(metrics.get('protocols', {}))} protocol(s)", ""]
+    for name, entry in metrics.get("protocols", {"main": metrics}).items():
+        lines += [f"## {name}: {entry['test_prompts']} test prompts, {entry['num_options']} candidates each", ""]
+        lines += _table(entry) + [""]
     t = metrics.get("training", {})
-    lines += ["", f"Fine-tuned: backend {t.get('backend')}, {t.get('train_prompts')} training prompts, "
-              f"{t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s on {t.get('device')}.",
+    lines += [f"Fine-tuned: {t.get('base_model', 'base model')}, backend {t.get('backend')}, {t.get('train_prompts')} "
+              f"training prompts, {t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s "
+              f"on {t.get('device')}.",
               f"LLM prediction: the option with the highest score ({metrics.get('scoring')}: "
               "title_likelihood = mean log-probability of the option's answer tokens; letter_logits = "
-              "next-token probability of the option letter).",
+              "next-token log-probability of the option letter)"
+              + (", averaged over the cyclic permutations of the options." if metrics.get("permutation_average") else "."),
               "Exact match: greedy generation equals the answer the model was trained to write (the paper's metric), "
-              "on the first `exact_match_max_prompts` test prompts. Brackets: 95% bootstrap intervals over test prompts.", ""]
+              "on the first `exact_match_max_prompts` test prompts of the first protocol. "
+              "Brackets: 95% bootstrap intervals over test prompts.", ""]
     return "\n".join(lines)
+
+
+def _verdict(metrics: dict[str, Any]) -> list[str]:
+    """Plain sentences: per protocol, does the fine-tuned model beat every baseline and its zero-shot self?"""
+    out = []
+    for name, entry in metrics.get("protocols", {}).items():
+        methods = entry["methods"]
+        if "fine_tuned" not in methods:
+            continue
+        ft = methods["fine_tuned"]
+        lo = ft.get("ci95", {}).get("accuracy", [ft["accuracy"]] * 2)[0]
+        others = {m: v for m, v in methods.items() if m != "fine_tuned"}
+        best = max(others, key=lambda m: others[m]["accuracy"])
+        b = others[best]
+        b_hi = b.get("ci95", {}).get("accuracy", [b["accuracy"]] * 2)[1]
+        if lo > b_hi:
+            verdict = "**wins**: its interval lies above every other method's"
+        elif ft["accuracy"] > b["accuracy"]:
+            verdict = "is ahead but **not significantly** (intervals overlap)"
+        else:
+            verdict = "**loses**"
+        beaten = [m for m, v in others.items() if lo > v.get("ci95", {}).get("accuracy", [v["accuracy"]] * 2)[1]]
+        out.append(f"- {name}: fine-tuned HR@1 {ft['accuracy']:.3f} vs best other method {best} {b['accuracy']:.3f}: "
+                   f"it {verdict}. Beaten with non-overlapping intervals: {', '.join(beaten) or 'none'}.")
+    return out
+
+
+def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_analysis: pd.DataFrame) -> str:
+    """Write the whole evaluation report: tables per protocol, plots, position bias, leakage, errors, verdict."""
+    lines = [render_report(metrics), "![HR@1 and MRR per protocol](metrics.png)", "",
+             "## Where the fine-tuned model wins and where it does not", ""]
+    lines += _verdict(metrics) or ["- no fine-tuned model was scored."]
+    misses = {n: e["retriever_miss_rate"] for n, e in metrics.get("protocols", {}).items() if "retriever_miss_rate" in e}
+    if misses:
+        lines += ["", "Retrieved candidates: the co-occurrence retriever missed the true next product (which was then "
+                  "inserted) in " + ", ".join(f"{100 * v:.1f}% of {n}'s test prompts" for n, v in misses.items())
+                  + ". The co-occurrence baseline chose these candidates, so its score there is not comparable."]
+    lines += ["", "## Position bias (first protocol)", "", "![accuracy by position of the true option](position_bias.png)",
+              "", "| method | " + " | ".join(next(iter(metrics["methods"].values()))["accuracy_by_position"]) + " |",
+              "|---|" + "---|" * len(next(iter(metrics["methods"].values()))["accuracy_by_position"])]
+    for name, m in metrics["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in m["accuracy_by_position"].values()) + " |")
+    passes = {n: m["prompt_passes"] for n, m in metrics["methods"].items() if "prompt_passes" in m}
+    if passes:
+        lines += ["", f"LLM forward passes over the prompts: {passes} "
+                  + ("(cyclic-permutation averaging: one pass per option order)." if metrics.get("permutation_average")
+                     else "(`evaluation.permutation_average: true` averages over the k cyclic orders at k times the passes).")]
+    lines += ["", "## Split leakage", "",
+              "How much of each test prompt the training prompts already reveal, for both splits of the same sequences:", "",
+              "| split | train prompts | test prompts | test reviewer also in training | test target in the same reviewer's "
+              "training prompts | test prompt earlier than one of the reviewer's training prompts |", "|---|---|---|---|---|---|"]
+    for split, v in split_leakage.items():
+        lines.append(f"| {split} | {v['train_prompts']} | {v['test_prompts']} | {100 * v['test_reviewer_in_train']:.1f}% | "
+                     f"{100 * v['test_target_in_same_reviewers_train_prompts']:.1f}% | "
+                     f"{100 * v['test_prompt_before_a_train_prompt']:.1f}% |")
+    lines += ["", "## Training", "", "![loss curves](loss_curves.png)", "",
+              f"## Error analysis: {len(error_analysis)} wrong fine-tuned predictions (first protocol)", "",
+              "All of them: `error_analysis.csv`. The first five:", ""]
+    for _, row in error_analysis.head(5).iterrows():
+        lines.append(f"- predicted `{row['prediction']}`, truth `{row['truth']}` (rank {row['truth_rank']})")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(m: dict[str, Any], col: str) -> str:
@@ -150,38 +273,60 @@ def _cell(m: dict[str, Any], col: str) -> str:
 
 
 def plot_metrics(metrics: dict[str, Any]):
-    """Bar chart of accuracy and MRR per method."""
+    """Bar chart of HR@1 and MRR per method, with 95% intervals: one panel per protocol."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
 
-    names = list(metrics["methods"])
-    acc = [metrics["methods"][n]["accuracy"] for n in names]
-    mrr = [metrics["methods"][n]["mrr"] for n in names]
-    x = np.arange(len(names))
+    protocols = metrics.get("protocols", {"main": metrics})
+    fig, axes = plt.subplots(len(protocols), 1, figsize=(9, 3.6 * len(protocols)), squeeze=False)
+    for ax, (name, entry) in zip(axes[:, 0], protocols.items(), strict=True):
+        names = list(entry["methods"])
+        x = np.arange(len(names))
+        for offset, key, label in ((-0.2, "accuracy", "HR@1 (accuracy)"), (0.2, "mrr", "MRR")):
+            values = [entry["methods"][n][key] for n in names]
+            cis = [entry["methods"][n].get("ci95", {}).get(key) for n in names]
+            err = None if any(c is None for c in cis) else np.array(
+                [[v - c[0] for v, c in zip(values, cis, strict=True)], [c[1] - v for v, c in zip(values, cis, strict=True)]])
+            ax.bar(x + offset, values, 0.4, yerr=err, capsize=3, label=f"{label}, 95% CI")
+        ax.axhline(1 / entry["num_options"], color="grey", ls="--", lw=1, label="chance")
+        ax.set_xticks(x, names, rotation=15)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{name}: {entry['test_prompts']} test prompts, {entry['num_options']} candidates")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_bias(metrics: dict[str, Any]):
+    """Accuracy by the position of the true option, per method, for the first protocol."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     fig, ax = plt.subplots(figsize=(8, 4))
-    def err(key: str, values: list[float]) -> np.ndarray | None:
-        cis = [metrics["methods"][n].get("ci95", {}).get(key) for n in names]
-        if any(c is None for c in cis):
-            return None
-        return np.array([[v - c[0] for v, c in zip(values, cis, strict=True)], [c[1] - v for v, c in zip(values, cis, strict=True)]])
-
-    ax.bar(x - 0.2, acc, 0.4, yerr=err("accuracy", acc), capsize=3, label="accuracy (HR@1), 95% CI")
-    ax.bar(x + 0.2, mrr, 0.4, yerr=err("mrr", mrr), capsize=3, label="MRR")
+    for name, m in metrics["methods"].items():
+        by_pos = m.get("accuracy_by_position", {})
+        style = "-o" if name in {"zero_shot", "fine_tuned"} else ":."
+        ax.plot(list(by_pos), list(by_pos.values()), style, label=name)
     ax.axhline(1 / metrics["num_options"], color="grey", ls="--", lw=1, label="chance")
-    ax.set_xticks(x, names, rotation=15)
+    ax.set_xlabel("position (letter) of the true option")
+    ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{metrics['test_prompts']} test prompts, {metrics['num_options']} options")
-    ax.legend()
+    ax.set_title(f"Position bias, {metrics['num_options']} options ({metrics['test_prompts']} test prompts)")
+    ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
 
 def error_analysis(llm_predictions: pd.DataFrame, test_prompts: pd.DataFrame) -> pd.DataFrame:
     """List the fine-tuned model's wrong predictions with the prompt, the prediction and the truth."""
-    tuned = llm_predictions[llm_predictions["method"] == "fine_tuned"].reset_index(drop=True)
+    tuned = llm_predictions[llm_predictions["method"] == "fine_tuned"]
+    if "protocol" in tuned:  # the first protocol is the trained one, whose prompts are test_prompts
+        tuned = tuned[tuned["protocol"] == tuned["protocol"].iloc[0]]
+    tuned = tuned.reset_index(drop=True)
     wrong = tuned["predicted_letter"] != tuned["correct_letter"]
     options = scoring.option_lines(test_prompts)
     pred_text = [next((o for o in opts if o.startswith(f"{p})")), p) for opts, p in zip(options, tuned["predicted_letter"], strict=True)]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...core import baselines
 from ...core.errors import ConfigError, EmptyFilterError
 from ...core.models import LETTERS
 
@@ -82,14 +83,16 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
     """Add the target plus `num_negatives` never-reviewed products, shuffled and lettered.
 
     Negatives (`prompts.negatives`): uniform (the paper), popularity (in proportion to how many
-    reviewers reviewed them), or hard (same brand or category as the target where there are enough,
-    topped up uniformly otherwise)."""
+    reviewers reviewed them), hard (same brand or category as the target where there are enough,
+    topped up uniformly otherwise), or retrieved (the top products of an item co-occurrence retriever
+    fitted on the sequences before each reviewer's test window, as LlamaRec's retrieve-then-rank; the
+    target is inserted where the retriever missed it, and `retriever_hit` says whether it did)."""
     k = int(prompts["num_negatives"])
     if not 1 <= k < len(LETTERS):
         raise ConfigError(f"prompts.num_negatives must be in 1..{len(LETTERS) - 1}, got {k}")
     strategy = prompts.get("negatives", "uniform")
-    if strategy not in {"uniform", "popularity", "hard"}:
-        raise ConfigError(f"prompts.negatives must be 'uniform', 'popularity' or 'hard', got {strategy!r}")
+    if strategy not in NEGATIVES:
+        raise ConfigError(f"prompts.negatives must be one of {list(NEGATIVES)}, got {strategy!r}")
     universe = np.array(sorted({a for seq in sequences["asins"] for a in seq}))
     bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True)}
     rng = np.random.default_rng(int(prompts["seed"]))
@@ -99,9 +102,10 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
         weights = counts.reindex(universe).to_numpy(dtype=float)
         weights /= weights.sum()
     related = _related(items, universe) if strategy == "hard" else {}
+    retriever = _retriever(windows, sequences) if strategy == "retrieved" else None
     topped_up = 0
-    candidates, letters = [], []
-    for rid, target in zip(windows["reviewer_id"], windows["target_asin"], strict=True):
+    candidates, letters, hits = [], [], []
+    for rid, target, hist in zip(windows["reviewer_id"], windows["target_asin"], windows["history_asins"], strict=True):
         seen = bought[rid]
         if len(universe) - len(seen) < k:
             raise EmptyFilterError(f"reviewer {rid} has fewer than num_negatives={k} unreviewed products to sample")
@@ -111,6 +115,10 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
             if pool:
                 negatives = [pool[i] for i in rng.permutation(len(pool))[:k]]
             topped_up += len(negatives) < k
+        elif retriever is not None:
+            top = baselines.cooccurrence_ranking(list(hist), *retriever, exclude=seen - {target}, k=k + 1)
+            hits.append(target in top)
+            negatives = [a for a in top if a != target][:k]
         while len(negatives) < k:
             pick = str(universe[rng.choice(len(universe), p=weights) if weights is not None else rng.integers(len(universe))])
             if pick not in seen and pick not in negatives:
@@ -122,7 +130,75 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
         letters.append(LETTERS[options.index(target)])
     if strategy == "hard":
         logger.info("Hard negatives: %d of %d candidate sets topped up uniformly", topped_up, len(windows))
-    return windows.assign(candidate_asins=candidates, correct_letter=letters)
+    out = windows.assign(candidate_asins=candidates, correct_letter=letters)
+    if retriever is not None:
+        out["retriever_hit"] = hits
+        logger.info("Retrieved negatives: the retriever missed the target in %.1f%% of %d windows (inserted)",
+                    100 * (1 - np.mean(hits)), len(hits))
+    return out
+
+
+NEGATIVES = ("uniform", "popularity", "hard", "retrieved")
+
+
+def _retriever(windows: pd.DataFrame, sequences: pd.DataFrame):
+    """Co-occurrence counts and popularity from each reviewer's sequence before their earliest test window."""
+    fitted = baselines.fit_sequences(sequences, windows[windows["split"] == "test"])
+    return baselines.cooccurrence(fitted, 0), baselines.popularity(fitted)
+
+
+def protocol_name(prompts: dict[str, Any]) -> str:
+    """Name a candidate protocol, e.g. `uniform_4` (negatives strategy, number of candidates)."""
+    return prompts.get("name") or f"{prompts.get('negatives', 'uniform')}_{int(prompts['num_negatives']) + 1}"
+
+
+def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequences: pd.DataFrame,
+                         items: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
+    """Stack the test prompts of every protocol: the trained one first, then `prompts.test_protocols`.
+
+    Each extra protocol re-samples the candidates of the same test windows with its own negatives
+    strategy and number of candidates; every method is then scored on this one stored dataset."""
+    frames = [test_prompts.assign(protocol=protocol_name(prompts))]
+    tests = windows[windows["split"] == "test"].reset_index(drop=True)
+    for i, extra in enumerate(prompts.get("test_protocols") or []):
+        unknown = set(extra) - {"name", "negatives", "num_negatives"}
+        if unknown:
+            raise ConfigError(f"prompts.test_protocols[{i}]: unknown keys {sorted(unknown)} "
+                              "(allowed: name, negatives, num_negatives)")
+        spec = {**prompts, **extra, "seed": int(prompts["seed"]) + 1000 * (i + 1)}
+        candidates = sample_candidates(tests, sequences, spec, items)
+        frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(extra | {
+            "negatives": spec.get("negatives", "uniform"), "num_negatives": spec["num_negatives"]})))
+    out = pd.concat(frames, ignore_index=True)
+    names = out["protocol"].unique()
+    if len(names) != len(frames):
+        raise ConfigError(f"prompts.test_protocols: two protocols share a name ({list(out['protocol'])}); give each a `name`")
+    logger.info("Test protocols: %s", out.groupby("protocol", sort=False).size().to_dict())
+    return out
+
+
+def split_leakage(sequences: pd.DataFrame, prompts: dict[str, Any]) -> dict[str, Any]:
+    """Show side by side, for both splits, how much of each test prompt the training prompts already reveal."""
+    out = {}
+    for split in ("leave_last_out", "paper_random"):
+        w = build_windows(sequences, {**prompts, "split": split})
+        train, test = w[w["split"] == "train"], w[w["split"] == "test"]
+        seen_items: dict[str, set[str]] = {}
+        for rid, hist, target in zip(train["reviewer_id"], train["history_asins"], train["target_asin"], strict=True):
+            seen_items.setdefault(rid, set()).update([*hist, target])
+        train_targets = set(train["target_asin"])
+        last_train = train.groupby("reviewer_id")["position"].max().to_dict()
+        out[split] = {
+            "train_prompts": len(train),
+            "test_prompts": len(test),
+            "test_reviewer_in_train": float(test["reviewer_id"].isin(seen_items).mean()),
+            "test_target_in_same_reviewers_train_prompts": float(np.mean(
+                [t in seen_items.get(r, ()) for r, t in zip(test["reviewer_id"], test["target_asin"], strict=True)])),
+            "test_prompt_before_a_train_prompt": float(np.mean(
+                [p < last_train.get(r, -1) for r, p in zip(test["reviewer_id"], test["position"], strict=True)])),
+            "test_target_is_some_train_target": float(test["target_asin"].isin(train_targets).mean()),
+        }
+    return out
 
 
 def render_prompts(candidates: pd.DataFrame, items: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:

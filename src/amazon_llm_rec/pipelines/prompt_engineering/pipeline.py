@@ -2,11 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_windows, render_prompts, sample_candidates, split_prompts
+from .nodes import build_test_protocols, build_windows, render_prompts, sample_candidates, split_leakage, split_prompts
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Reviewer sequences -> windows -> candidate options -> train / validation / test prompts."""
+    """Reviewer sequences -> windows -> candidate options -> train / validation / test prompts per protocol."""
     return Pipeline(
         [
             Node(build_windows, ["reviewer_sequences", "params:prompts"], "windows", name="build_windows"),
@@ -23,5 +23,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["train_prompts", "validation_prompts", "test_prompts"],
                 name="split_prompts",
             ),
+            Node(
+                build_test_protocols,
+                ["test_prompts", "windows", "reviewer_sequences", "items", "params:prompts"],
+                "test_protocol_prompts",
+                name="build_test_protocols",
+            ),
+            Node(split_leakage, ["reviewer_sequences", "params:prompts"], "split_leakage", name="split_leakage"),
         ]
     )
