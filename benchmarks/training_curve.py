@@ -1,6 +1,6 @@
 """HR@1 against the number of training examples: score every saved checkpoint of one fine-tuning run.
 
-    python benchmarks/training_curve.py PROJECT_DIR [--protocol NAME] [--out DIR]
+    python benchmarks/training_curve.py PROJECT_DIR [--protocol NAME] [--steps 50,100,200] [--out DIR]
 
 PROJECT_DIR is a project folder after `kedro run` with `fine_tuning.save_total_limit` large enough to
 keep the checkpoints (e.g. `--params fine_tuning.save_steps=50,fine_tuning.save_total_limit=100`). Each
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", type=Path)
     parser.add_argument("--protocol", default=None, help="protocol name (default: the first, the trained one)")
+    parser.add_argument("--steps", default=None, help="comma-separated checkpoint steps to score (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="default: PROJECT/data/08_reporting")
     args = parser.parse_args()
 
@@ -48,6 +49,9 @@ def main() -> None:
     ckpt_dir = Path(summary["checkpoint_dir"])
     ckpt_dir = ckpt_dir if ckpt_dir.is_absolute() else root / ckpt_dir
     ckpts = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if args.steps:
+        wanted = {int(x) for x in args.steps.split(",")}
+        ckpts = [c for c in ckpts if int(c.name.split("-")[1]) in wanted]
     per_step = int(summary.get("batch_size", 8)) * int(summary.get("gradient_accumulation_steps", 1))
     base = str(root / "data/06_models/base_model")
     tokenizer = load_tokenizer(str(ckpts[-1]) if ckpts else base)

@@ -285,14 +285,18 @@ def test_intervals_for_every_metric_and_precision_recall_f1_as_scikit_learn():
         assert lo <= m[key] <= hi and hi - lo > 0.01
 
 
-def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made):
+def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made, monkeypatch):
     seqs, test = hand_made
+    fits = []
+    real_fit = baselines.fit_sasrec
+    monkeypatch.setattr(baselines, "fit_sasrec", lambda *a: fits.append(1) or real_fit(*a))
     items = pd.DataFrame({"asin": list(TITLES), "title": list(TITLES.values())})
     stored = pd.concat([test.assign(protocol="p4"),
                         test.assign(protocol="p3", candidate_asins=[["Y", "Z", "W"]], correct_letter=["A"])],
                        ignore_index=True)
     preds = nodes.score_baseline_methods(stored, seqs, items, {"seed": 0, "baselines": list(baselines.BASELINES),
                                                                 "sasrec": {"epochs": 1}})
+    assert len(fits) == 1  # SASRec trained once for both protocols (same test windows)
     for (proto, _method), part in preds.groupby(["protocol", "method"]):
         ref = stored[stored["protocol"] == proto]
         assert part["correct_letter"].tolist() == ref["correct_letter"].tolist()

@@ -90,11 +90,18 @@ def load_sentence_encoder(name: str, device: str = "cpu"):
 
 
 def embedding_scores(histories: list[list[str]], candidates: list[list[str]], titles: dict[str, str],
-                     encoder: Any, batch_size: int = 128) -> np.ndarray:
-    """Cosine similarity between each candidate's title and the mean embedding of the history titles."""
+                     encoder: Any, batch_size: int = 128, known: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Cosine similarity between each candidate's title and the mean embedding of the history titles.
+
+    `known` (product -> embedding) is reused and filled, so several protocols encode each title once."""
+    known = {} if known is None else known
     products = sorted({a for row in candidates for a in row} | {a for h in histories for a in h})
-    emb = encoder.encode([titles.get(a, "") for a in products], batch_size=batch_size, normalize_embeddings=True,
-                         show_progress_bar=len(products) > 5000, convert_to_numpy=True)  # noqa: PLR2004
+    todo = [a for a in products if a not in known]
+    if todo:
+        vectors = encoder.encode([titles.get(a, "") for a in todo], batch_size=batch_size, normalize_embeddings=True,
+                                 show_progress_bar=len(todo) > 2000, convert_to_numpy=True)  # noqa: PLR2004
+        known.update(zip(todo, vectors, strict=True))
+    emb = np.stack([known[a] for a in products])
     pos = {a: i for i, a in enumerate(products)}
     hist = np.stack([emb[[pos[a] for a in h]].mean(axis=0) for h in histories])
     hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-12
@@ -106,8 +113,12 @@ BASELINES = ("random", "popularity", "cooccurrence", "bm25", "embedding", "sasre
 
 
 def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params: dict[str, Any],
-                    items: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-    """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`."""
+                    items: pd.DataFrame | None = None, cache: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`.
+
+    `cache` keeps what does not depend on the candidates (the trained SASRec, the encoder and its title
+    embeddings) between calls on the same test windows, e.g. one call per protocol."""
+    cache = {} if cache is None else cache
     methods = list(params.get("baselines") or ["random", "popularity", "cooccurrence"])
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
@@ -139,11 +150,15 @@ def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params:
             if method == "bm25":
                 raw = bm25_scores(hists, cands, titles)
             else:
-                encoder = load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
-                raw = embedding_scores(hists, cands, titles, encoder)
+                if "encoder" not in cache:
+                    cache["encoder"] = load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
+                raw = embedding_scores(hists, cands, titles, cache["encoder"], known=cache.setdefault("embeddings", {}))
             out[method] = raw + 1e-3 * pop_norm + jitter
         else:
-            model = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
+            key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
+            if key not in cache:
+                cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
+            model = cache[key]
             seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
             prefixes = [list(seq_of[r])[:p] for r, p in zip(test_prompts["reviewer_id"], test_prompts["position"], strict=True)]
             out[method] = model.score(prefixes, cands) + jitter

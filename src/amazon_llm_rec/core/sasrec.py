@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,13 @@ class SASRec(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden, eps=1e-8)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden state of every position of left-padded item-index sequences [B, L]."""
+        """Hidden state of every position of left-padded item-index sequences [B, L], L <= max_len.
+
+        Positions count back from the end (the last item is position max_len - 1), so a batch may be cut to
+        its longest real sequence without changing what a position means."""
         length = seq.shape[1]
-        x = self.items(seq) * self.cfg.hidden**0.5 + self.positions(torch.arange(length, device=seq.device))
+        x = self.items(seq) * self.cfg.hidden**0.5 + self.positions(
+            torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=seq.device))
         keep = (seq > 0).unsqueeze(-1).float()
         x = self.dropout(x) * keep
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1)
@@ -107,14 +112,16 @@ class FittedSASRec:
         out = []
         with torch.no_grad():
             for start in range(0, len(seqs), 512):
-                h = self.model(torch.from_numpy(seqs[start : start + 512]))[:, -1, :]
+                batch = seqs[start : start + 512]
+                width = max(1, int((batch > 0).sum(axis=1).max()))
+                h = self.model(torch.from_numpy(batch[:, -width:]))[:, -1, :]
                 e = self.model.items(torch.from_numpy(cand[start : start + 512]))
                 out.append(torch.einsum("bd,bkd->bk", h, e).numpy())
         scores = np.concatenate(out) if out else np.zeros(cand.shape)
         return np.where(cand > 0, scores, -1e9)  # items never seen in training rank last
 
 
-def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig) -> FittedSASRec:
+def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = True) -> FittedSASRec:
     """Train SASRec on item sequences: each position predicts the next item against one sampled negative."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -133,7 +140,7 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig) -> FittedSASRec:
     bce = nn.BCEWithLogitsLoss(reduction="none")
     losses: list[float] = []
     start = time.perf_counter()
-    for _epoch in range(cfg.epochs):
+    for _epoch in tqdm(range(cfg.epochs), desc="training SASRec", unit="epoch", disable=not progress):
         model.train()
         order = rng.permutation(len(usable))
         total, count = 0.0, 0
@@ -142,12 +149,14 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig) -> FittedSASRec:
             pos = positives[rows]
             neg = rng.integers(1, len(vocab) + 1, size=pos.shape)
             for _ in range(10):  # resample negatives the user bought (as the reference code)
-                clash = np.isin(rows[:, None] * stride + neg, bought_keys)
+                keys = rows[:, None] * stride + neg
+                clash = bought_keys[np.minimum(np.searchsorted(bought_keys, keys), len(bought_keys) - 1)] == keys
                 if not clash.any():
                     break
                 neg[clash] = rng.integers(1, len(vocab) + 1, size=int(clash.sum()))
-            h = model(torch.from_numpy(inputs[rows]))
-            pos_t, neg_t = torch.from_numpy(pos), torch.from_numpy(neg)
+            width = max(1, int((inputs[rows] > 0).sum(axis=1).max()))  # cut the batch to its longest sequence
+            h = model(torch.from_numpy(inputs[rows][:, -width:]))
+            pos_t, neg_t = torch.from_numpy(pos[:, -width:]), torch.from_numpy(neg[:, -width:])
             pos_logit = (h * model.items(pos_t)).sum(-1)
             neg_logit = (h * model.items(neg_t)).sum(-1)
             mask = (pos_t > 0).float()

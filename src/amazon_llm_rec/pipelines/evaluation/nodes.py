@@ -126,9 +126,9 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
 def score_baseline_methods(test_protocol_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame,
                            items: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
     """Score the baselines (`evaluation.baselines`) on every protocol's stored candidates."""
-    frames = []
+    frames, cache = [], {}
     for name, prompts in _by_protocol(test_protocol_prompts):
-        scores = baselines.score_baselines(prompts, reviewer_sequences, evaluation, items)
+        scores = baselines.score_baselines(prompts, reviewer_sequences, evaluation, items, cache)
         frames += [scoring.predictions_frame(m, prompts, s).assign(protocol=name) for m, s in scores.items()]
     return pd.concat(frames, ignore_index=True)
 
