@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    sets everything up, then runs `kedro run` on the embedded default (about 10 minutes on 2 cores)
+#   make run    sets everything up, then runs `kedro run` on the embedded default (about 19 minutes on 2 cores)
 #   make test   sets everything up, then runs the tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
