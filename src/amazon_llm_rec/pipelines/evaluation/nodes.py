@@ -194,7 +194,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines += [f"Fine-tuned: {t.get('base_model', 'base model')}, backend {t.get('backend')}, {t.get('train_prompts')} "
               f"training prompts, {t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s "
               f"on {t.get('device')}.",
-              f"LLM prediction: the option with the highest score ({metrics.get('scoring')}: "
+              f"LLM prediction: the option with the highest score (scoring `{metrics.get('scoring')}`; "
               "title_likelihood = mean log-probability of the option's answer tokens; letter_logits = "
               "next-token log-probability of the option letter)"
               + (", averaged over the cyclic permutations of the options." if metrics.get("permutation_average") else "."),
@@ -202,6 +202,11 @@ def render_report(metrics: dict[str, Any]) -> str:
               "on the first `exact_match_max_prompts` test prompts of the first protocol. "
               "Brackets: 95% bootstrap intervals over test prompts.", ""]
     return "\n".join(lines)
+
+
+def _accuracy_interval(m: dict[str, Any]) -> list[float]:
+    """The HR@1 interval, or the point estimate twice when intervals are off."""
+    return m.get("ci95", {}).get("accuracy", [m["accuracy"]] * 2)
 
 
 def _verdict(metrics: dict[str, Any]) -> list[str]:
@@ -212,18 +217,18 @@ def _verdict(metrics: dict[str, Any]) -> list[str]:
         if "fine_tuned" not in methods:
             continue
         ft = methods["fine_tuned"]
-        lo = ft.get("ci95", {}).get("accuracy", [ft["accuracy"]] * 2)[0]
+        lo = _accuracy_interval(ft)[0]
         others = {m: v for m, v in methods.items() if m != "fine_tuned"}
         best = max(others, key=lambda m: others[m]["accuracy"])
         b = others[best]
-        b_hi = b.get("ci95", {}).get("accuracy", [b["accuracy"]] * 2)[1]
+        b_hi = _accuracy_interval(b)[1]
         if lo > b_hi:
             verdict = "**wins**: its interval lies above every other method's"
         elif ft["accuracy"] > b["accuracy"]:
             verdict = "is ahead but **not significantly** (intervals overlap)"
         else:
             verdict = "**loses**"
-        beaten = [m for m, v in others.items() if lo > v.get("ci95", {}).get("accuracy", [v["accuracy"]] * 2)[1]]
+        beaten = [m for m, v in others.items() if lo > _accuracy_interval(v)[1]]
         out.append(f"- {name}: fine-tuned HR@1 {ft['accuracy']:.3f} vs best other method {best} {b['accuracy']:.3f}: "
                    f"it {verdict}. Beaten with non-overlapping intervals: {', '.join(beaten) or 'none'}.")
     return out

@@ -167,8 +167,7 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
                               "(allowed: name, negatives, num_negatives)")
         spec = {**prompts, **extra, "seed": int(prompts["seed"]) + 1000 * (i + 1)}
         candidates = sample_candidates(tests, sequences, spec, items)
-        frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(extra | {
-            "negatives": spec.get("negatives", "uniform"), "num_negatives": spec["num_negatives"]})))
+        frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(spec)))
     out = pd.concat(frames, ignore_index=True)
     names = out["protocol"].unique()
     if len(names) != len(frames):
