@@ -221,7 +221,7 @@ def test_sasrec_learns_a_sequential_pattern():
     assert (scores[:, 3] == -1e9).all()  # a product never seen in training ranks last
 
 
-def test_sasrec_baseline_is_fitted_before_the_test_target(hand_made):
+def test_sasrec_baseline_scores_every_candidate_of_the_test_prompts(hand_made):
     seqs, test = hand_made
     params = {"seed": 0, "baselines": ["sasrec"], "sasrec": {"epochs": 2, "max_len": 5}}
     scores = baselines.score_baselines(test, seqs, params)
