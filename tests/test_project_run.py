@@ -53,7 +53,8 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     versions = list((data / "06_models" / "lora_adapter").iterdir())
     assert len(versions) == 1 and (versions[0] / "lora_adapter" / "adapter_model.safetensors").is_file()
     metrics = json.loads((data / "08_reporting" / "metrics.json").read_text())
-    methods = {"random", "popularity", "cooccurrence", "bm25", "embedding", "sasrec", "zero_shot", "fine_tuned"}
+    methods = {"random", "popularity", "cooccurrence", "bm25", "embedding", "sasrec", "zero_shot", "fine_tuned",
+               "fusion", "fusion_no_llm"}
     assert set(metrics["methods"]) == methods
     assert metrics["training"]["steps"] == 3 and metrics["test_prompts"] == 16
     protocols = metrics["protocols"]
@@ -65,6 +66,12 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     for part in ("## uniform_20: 16 test prompts, 20 candidates each", "## Where the fine-tuned model wins",
                  "## Split leakage", "| paper_random |", "![loss curves](loss_curves.png)", "missed the true next product"):
         assert part in report
+    assert "## The recommended method (`fusion`) against every other method, paired" in report
+    summary = json.loads((data / "08_reporting" / "summary.json").read_text())
+    assert summary["dataset"] == "Synthetic_Industrial_Demo" and list(summary["protocols"]) == list(protocols)
+    assert set(summary["protocols"]["uniform_20"]["vs"]) == methods - {"fusion"}
+    fitted = json.loads((data / "06_models" / "fusion_model.json").read_text())
+    assert fitted["fusion"]["features"][0] == "llm" and fitted["fusion"]["windows"] == 4
     assert json.loads((data / "08_reporting" / "merged_export_check.json").read_text())["exported"] is True
     assert (data / "06_models" / "merged_model" / "config.json").is_file()
     for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv", "position_bias.png", "split_leakage.json"):

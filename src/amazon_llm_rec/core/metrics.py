@@ -108,3 +108,21 @@ def method_metrics(preds: pd.DataFrame, bootstrap_samples: int = 1000, seed: int
     if bootstrap_samples:
         out["ci95"] = bootstrap_intervals(preds, bootstrap_samples, seed)
     return out
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, reviewers: np.ndarray, samples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Difference of means a - b (per-prompt values of two methods on the same prompts) with a paired
+    percentile bootstrap interval: each resample draws test reviewers with replacement and uses the same
+    drawn reviewers (all their prompts) for both methods."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.shape != np.shape(reviewers):
+        raise ValueError(f"paired bootstrap needs the same prompts for both methods ({a.shape}, {b.shape})")
+    codes, _ = pd.factorize(np.asarray(reviewers))
+    diff_sum = np.bincount(codes, weights=a - b)
+    count = np.bincount(codes).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(count), size=(samples, len(count)))
+    means = diff_sum[idx].sum(axis=1) / count[idx].sum(axis=1)
+    lo, hi = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return {"diff": float((a - b).mean()), "lo": float(lo), "hi": float(hi), "reviewers": int(len(count))}

@@ -66,27 +66,38 @@ def score_options(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16,
 
 
 def option_lines(prompts: pd.DataFrame) -> list[list[str]]:
-    """Per prompt, its option lines as written in the input ("A) title", ...)."""
-    return [x.split("Options:\n")[-1].split("\n") for x in prompts["input"]]
+    """Per prompt, its option lines ("A) title", ...): as written in the input, or, for pointwise prompts
+    (no option list), from `candidate_titles`."""
+    titles = prompts["candidate_titles"] if "candidate_titles" in prompts else [None] * len(prompts)
+    return [x.split("Options:\n")[-1].split("\n") if "\nOptions:\n" in x or t is None
+            else [f"{LETTERS[i]}) {title}" for i, title in enumerate(t)]
+            for x, t in zip(prompts["input"], titles, strict=True)]
 
 
 def rotate_options(prompts: pd.DataFrame, shift: int) -> pd.DataFrame:
     """The same prompts with their options moved `shift` places down, cyclically, and re-lettered.
 
     Scores of the rotated prompts map back to the original order with `np.roll(scores, -shift, axis=1)`."""
-    inputs, outputs, cands, letters = [], [], [], []
+    inputs, outputs, cands, letters, new_titles = [], [], [], [], []
     for text, opts, letter, lines in zip(prompts["input"], prompts["candidate_asins"], prompts["correct_letter"],
                                          option_lines(prompts), strict=True):
         k = len(lines)
         titles = [line.split(") ", 1)[1] for line in lines]
         order = [(i - shift) % k for i in range(k)]  # new position i shows old option order[i]
-        head = text[: text.rindex("Options:\n") + len("Options:\n")]
-        inputs.append(head + "\n".join(f"{LETTERS[i]}) {titles[j]}" for i, j in enumerate(order)))
+        if "\nOptions:\n" in text:
+            head = text[: text.rindex("Options:\n") + len("Options:\n")]
+            inputs.append(head + "\n".join(f"{LETTERS[i]}) {titles[j]}" for i, j in enumerate(order)))
+        else:  # pointwise: no option list in the prompt
+            inputs.append(text)
+        new_titles.append([titles[j] for j in order])
         new = (LETTERS.index(letter) + shift) % k
         letters.append(LETTERS[new])
         outputs.append(f"{LETTERS[new]}) {titles[LETTERS.index(letter)]}")
         cands.append([list(opts)[j] for j in order])
-    return prompts.assign(input=inputs, output=outputs, candidate_asins=cands, correct_letter=letters)
+    out = prompts.assign(input=inputs, output=outputs, candidate_asins=cands, correct_letter=letters)
+    if "candidate_titles" in prompts:
+        out["candidate_titles"] = new_titles
+    return out
 
 
 def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core import baselines, scoring
+from ...core import baselines, fusion, scoring
 from ...core.errors import ConfigError
-from ...core.metrics import method_metrics
+from ...core.metrics import method_metrics, paired_bootstrap
 from ...core.models import load_model, load_tokenizer, resolve_device
 from ...core.training import completion_text
 
@@ -23,6 +23,9 @@ def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any],
     mode = evaluation.get("scoring", "title_likelihood")
     pad = evaluation.get("pad_to_multiple_of")
     if mode == "letter_logits":
+        if _pointwise(prompts):
+            raise ConfigError("evaluation.scoring: letter_logits needs option prompts (prompts.style: options); "
+                              "pointwise prompts are scored by title_likelihood")
         return scoring.score_options(model, tokenizer, prompts, batch, desc=desc, pad_to_multiple_of=pad)
     if mode == "title_likelihood":
         answer = "letter_and_title" if target == "letter_and_title" else "title"
@@ -30,11 +33,16 @@ def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any],
     raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
 
 
+def _pointwise(prompts: pd.DataFrame) -> bool:
+    """Pointwise prompts show no options: nothing to permute, no letters to read."""
+    return "style" in prompts and bool((prompts["style"] == "pointwise").all())
+
+
 def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str,
                  generate: bool = True) -> pd.DataFrame:
     mode = evaluation.get("scoring", "title_likelihood")
     k = len(prompts["candidate_asins"].iloc[0])
-    orders = k if evaluation.get("permutation_average", False) else 1
+    orders = k if evaluation.get("permutation_average", False) and not _pointwise(prompts) else 1
     start = time.perf_counter()
     scores = np.zeros((len(prompts), k))
     for shift in range(orders):  # cyclic permutations: every option is shown once at every position
@@ -91,6 +99,95 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
     return pd.concat(frames, ignore_index=True)
 
 
+def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
+                         training_summary: dict[str, Any], evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Score the validation prompts with the fine-tuned adapter: the LLM feature the fusion is fitted on."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    if "llm" not in _fusion_params(evaluation)["features"]:
+        return pd.DataFrame(columns=["method", "reviewer_id", "scores"])
+    device = resolve_device(evaluation.get("device", "auto"))
+    dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
+    model = PeftModel.from_pretrained(
+        load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device), lora_adapter)
+    target = training_summary.get("target", "letter_and_title")
+    return _score_model("fine_tuned", model, load_tokenizer(lora_adapter), validation_prompts, evaluation, target,
+                        generate=False)
+
+
+def _fusion_params(evaluation: dict[str, Any]) -> dict[str, Any]:
+    params = {"features": ["llm", "cooccurrence", "cooccurrence_all", "popularity", "bm25", "embedding"],
+              "l2": 1e-3, "recommended": "fusion", **(evaluation.get("fusion") or {})}
+    params["features"] = fusion.check_features(list(params["features"]))
+    return params
+
+
+def candidate_features(prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, items: pd.DataFrame,
+                       evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Compute the fusion's evidence for every candidate of every protocol (long form: prompt, candidate)."""
+    names = [n for n in _fusion_params(evaluation)["features"] if n != "llm"]
+    frames, cache = [], {}
+    for protocol, part in _by_protocol(prompts):
+        start = time.perf_counter()
+        values = fusion.candidate_features(part, reviewer_sequences, items, names, evaluation, cache)
+        frames.append(fusion.features_frame(part, values, protocol))
+        logger.info("Fusion features %s for %d prompts of %s in %.1f s", names, len(part), protocol,
+                    time.perf_counter() - start)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_llm(features: pd.DataFrame, llm: pd.DataFrame) -> pd.DataFrame:
+    """Add the fine-tuned LLM's per-candidate score as the `llm` column (rows in the same prompt order)."""
+    tuned = llm[llm["method"] == "fine_tuned"]
+    parts = []
+    for protocol, part in features.groupby("protocol", sort=False):
+        scores = tuned[tuned["protocol"] == protocol] if "protocol" in tuned else tuned
+        if scores.empty:
+            continue
+        matrix = np.stack(scores["scores"].to_list())
+        ordered = part.sort_values(["row", "option"])
+        parts.append(ordered.assign(llm=matrix[ordered["row"].to_numpy(), ordered["option"].to_numpy()]))
+    return pd.concat(parts, ignore_index=True) if parts else features.iloc[:0].assign(llm=[])
+
+
+def fit_fusion(validation_features: pd.DataFrame, validation_llm_predictions: pd.DataFrame,
+               evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Fit the fusion on validation windows only: with the LLM's score (`fusion`) and without (`fusion_no_llm`)."""
+    params = _fusion_params(evaluation)
+    names = params["features"]
+    frame = _with_llm(validation_features, validation_llm_predictions.assign(protocol="main")) if "llm" in names \
+        else validation_features
+    if frame.empty:
+        raise ConfigError("evaluation.fusion: the fine-tuned LLM scored no validation prompt")
+    x, y = fusion.to_tensor(frame, names)
+    out = {}
+    for variant, used in (("fusion", names), ("fusion_no_llm", [n for n in names if n != "llm"])):
+        if not used or (variant == "fusion" and "llm" not in names):
+            continue
+        cols = [names.index(n) for n in used]
+        out[variant] = fusion.fit_conditional_logit(x[..., cols], y, used, float(params["l2"]))
+        logger.info("Fitted %s on %d validation windows: %s", variant, len(y),
+                    {n: round(w, 3) for n, w in zip(used, out[variant]["weights"], strict=True)})
+    return out
+
+
+def score_fusion(test_features: pd.DataFrame, llm_predictions: pd.DataFrame, test_protocol_prompts: pd.DataFrame,
+                 fusion_model: dict[str, Any]) -> pd.DataFrame:
+    """Score every protocol's stored candidates with the fitted fusions (protocols the LLM scored, for `fusion`)."""
+    frames = []
+    with_llm = _with_llm(test_features, llm_predictions) if "fusion" in fusion_model else None
+    for protocol, prompts in _by_protocol(test_protocol_prompts):
+        for variant, model in fusion_model.items():
+            source = with_llm if "llm" in model["features"] else test_features
+            part = source[source["protocol"] == protocol]
+            if part.empty:
+                continue
+            x, _ = fusion.to_tensor(part, model["features"])
+            frames.append(scoring.predictions_frame(variant, prompts, fusion.apply_fusion(model, x))
+                          .assign(protocol=protocol))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "protocol"])
+
+
 def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
                         training_summary: dict[str, Any], evaluation: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Optionally merge the adapter into a 16-bit model; re-check validation accuracy and say if it dropped."""
@@ -135,11 +232,15 @@ def score_baseline_methods(test_protocol_prompts: pd.DataFrame, reviewer_sequenc
 
 def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.DataFrame,
                     test_protocol_prompts: pd.DataFrame, training_summary: dict[str, Any],
-                    evaluation: dict[str, Any]) -> dict[str, Any]:
+                    evaluation: dict[str, Any], fusion_predictions: pd.DataFrame | None = None) -> dict[str, Any]:
     """Compute every method's metrics per protocol on the same test prompts, with bootstrap intervals.
 
-    `methods` (top level) holds the first protocol's, the one the model was trained on."""
-    preds = pd.concat([baseline_predictions, llm_predictions], ignore_index=True)
+    `methods` (top level) holds the first protocol's, the one the model was trained on. `paired` holds,
+    per protocol, the recommended method's HR@1 and MRR minus every other method's, with paired intervals."""
+    frames = [baseline_predictions, llm_predictions]
+    if fusion_predictions is not None and len(fusion_predictions):
+        frames.append(fusion_predictions)
+    preds = pd.concat(frames, ignore_index=True)
     if "protocol" not in preds:
         preds["protocol"] = "main"
     samples, seed = int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0))
@@ -155,6 +256,7 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
                  "methods": methods}
         if "retriever_hit" in prompts and prompts["retriever_hit"].notna().any():
             entry["retriever_miss_rate"] = float(1 - prompts["retriever_hit"].astype(float).mean())
+        entry["paired"] = _paired(part, _recommended(evaluation), samples, seed)
         protocols[name] = entry
         for m, v in methods.items():
             logger.info("%-14s %-12s HR@1 %.3f  MRR %.3f  F1 %.3f", name, m, v["accuracy"], v["mrr"], v["f1_weighted"])
@@ -162,12 +264,37 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
     return {
         "test_prompts": first["test_prompts"],
         "num_options": first["num_options"],
-        "scoring": str(llm_predictions["scoring"].iloc[0]),
+        "scoring": str(llm_predictions["scoring"].iloc[0]) if len(llm_predictions) else None,
         "permutation_average": bool(evaluation.get("permutation_average", False)),
         "methods": first["methods"],
+        "recommended": _recommended(evaluation),
         "protocols": protocols,
         "training": training_summary,
     }
+
+
+def _recommended(evaluation: dict[str, Any]) -> str:
+    return str((evaluation.get("fusion") or {}).get("recommended", "fusion"))
+
+
+def _paired(preds: pd.DataFrame, method: str, samples: int, seed: int) -> dict[str, Any]:
+    """The recommended method minus every other method on the same prompts: HR@1 and MRR, paired intervals."""
+    if method not in set(preds["method"]) or not samples:
+        return {}
+    ours = preds[preds["method"] == method].reset_index(drop=True)
+    out = {}
+    for other, group in preds.groupby("method", sort=False):
+        if other == method:
+            continue
+        g = group.reset_index(drop=True)
+        if len(g) != len(ours) or (g["reviewer_id"].to_numpy() != ours["reviewer_id"].to_numpy()).any():
+            raise ValueError(f"{method} and {other} were not scored on the same prompts")
+        out[other] = {
+            metric: paired_bootstrap(values(ours), values(g), ours["reviewer_id"].to_numpy(), samples, seed)
+            for metric, values in (("hr1", lambda d: (d["predicted_letter"] == d["correct_letter"]).to_numpy()),
+                                   ("mrr", lambda d: 1.0 / d["truth_rank"].to_numpy()))
+        }
+    return out
 
 
 METRIC_COLUMNS = ["accuracy", "mrr", "hr@5", "ndcg@5", "hr@10", "ndcg@10", "precision_weighted", "recall_weighted",
@@ -234,10 +361,58 @@ def _verdict(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
-def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_analysis: pd.DataFrame) -> str:
-    """Write the whole evaluation report: tables per protocol, plots, position bias, leakage, errors, verdict."""
-    lines = [render_report(metrics), "![HR@1 and MRR per protocol](metrics.png)", "",
-             "## Where the fine-tuned model wins and where it does not", ""]
+def _paired_section(metrics: dict[str, Any], fusion_model: dict[str, Any] | None) -> list[str]:
+    """Per protocol: the recommended method minus every other method, paired intervals, one sentence."""
+    method = metrics.get("recommended", "fusion")
+    lines = [f"## The recommended method (`{method}`) against every other method, paired", "",
+             "Differences of HR@1 and MRR on the same test prompts; 95% paired bootstrap intervals (each resample "
+             "draws test reviewers and uses them for both methods). A method is beaten where the interval lies above 0.",
+             ""]
+    any_paired = False
+    for name, entry in metrics.get("protocols", {}).items():
+        paired = entry.get("paired") or {}
+        if not paired:
+            continue
+        any_paired = True
+        ours = entry["methods"][method]["accuracy"]
+        lines += [f"### {name} ({entry['methods'][method]['reviewers']} reviewers): {method} HR@1 {ours:.3f}", "",
+                  "| other method | its HR@1 | HR@1 difference [95% CI] | MRR difference [95% CI] | beaten |",
+                  "|---|---|---|---|---|"]
+        for other, d in sorted(paired.items(), key=lambda kv: -entry["methods"][kv[0]]["accuracy"]):
+            h, m = d["hr1"], d["mrr"]
+            lines.append(f"| {other} | {entry['methods'][other]['accuracy']:.3f} | {h['diff']:+.3f} [{h['lo']:+.3f}, "
+                         f"{h['hi']:+.3f}] | {m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}] | "
+                         f"{'yes' if h['lo'] > 0 else 'no'} |")
+        lost = [o for o, d in paired.items() if d["hr1"]["hi"] < 0]
+        tied = [o for o, d in paired.items() if d["hr1"]["lo"] <= 0 <= d["hr1"]["hi"]]
+        if not lost and not tied:
+            sentence = f"{method} beats every other method here (every HR@1 interval lies above 0)."
+        else:
+            sentence = (f"{method} does **not** beat every method here: "
+                        + "; ".join(p for p in (f"significantly worse than {', '.join(lost)}" if lost else "",
+                                                f"not significantly different from {', '.join(tied)}" if tied else "")
+                                    if p) + ".")
+        lines += ["", sentence, ""]
+    if not any_paired:
+        return []
+    for variant, model in (fusion_model or {}).items():
+        weights = ", ".join(f"{n} {w:+.3f}" for n, w in zip(model["features"], model["weights"], strict=True))
+        lines.append(f"- `{variant}` weights per standard deviation of each feature (fitted on {model['windows']} "
+                     f"validation windows of {model['candidates']} candidates, L2 {model['l2']}): {weights}.")
+    descriptions = [f"`{n}`: {fusion.DESCRIPTIONS[n]}" for n in fusion.FEATURES
+                    if any(n in m["features"] for m in (fusion_model or {}).values())]
+    if descriptions:
+        lines += ["- Features: " + "; ".join(descriptions) + ". Counts come from each reviewer's sequence before "
+                  "their earliest window of the same prompt set; a window never sees its own target or later events.", ""]
+    return lines
+
+
+def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_analysis: pd.DataFrame,
+                 fusion_model: dict[str, Any] | None = None) -> str:
+    """Write the whole evaluation report: tables per protocol, paired comparisons, plots, bias, leakage, errors."""
+    lines = [render_report(metrics), "![HR@1 and MRR per protocol](metrics.png)", ""]
+    lines += _paired_section(metrics, fusion_model)
+    lines += ["## Where the fine-tuned model wins and where it does not", ""]
     lines += _verdict(metrics) or ["- no fine-tuned model was scored."]
     misses = {n: e["retriever_miss_rate"] for n, e in metrics.get("protocols", {}).items() if "retriever_miss_rate" in e}
     if misses:
@@ -268,6 +443,28 @@ def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_a
     for _, row in error_analysis.head(5).iterrows():
         lines.append(f"- predicted `{row['prediction']}`, truth `{row['truth']}` (rank {row['truth_rank']})")
     return "\n".join(lines) + "\n"
+
+
+def comparison_summary(metrics: dict[str, Any], raw: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Machine-readable result: per protocol, the recommended method's HR@1 and its paired differences."""
+    method = metrics.get("recommended", "fusion")
+    protocols = {}
+    for name, entry in metrics.get("protocols", {}).items():
+        if method not in entry["methods"]:
+            continue
+        m = entry["methods"][method]
+        protocols[name] = {
+            "reviewers": m["reviewers"], "method": method, "hr1": m["accuracy"], "mrr": m["mrr"],
+            **({"ndcg@10": m["ndcg@10"]} if "ndcg@10" in m else {}),
+            "vs": {o: {k: round(v, 4) for k, v in d["hr1"].items() if k != "reviewers"}
+                   for o, d in (entry.get("paired") or {}).items()},
+            "beats_every_other_method": bool(entry.get("paired"))
+            and all(d["hr1"]["lo"] > 0 for d in entry["paired"].values()),
+        }
+    category = raw.get("category")
+    return {"dataset": ", ".join(category) if isinstance(category, list) else category,
+            "command": evaluation.get("command", "kedro run"), "date": time.strftime("%Y-%m-%d"),
+            "protocols": protocols}
 
 
 def _cell(m: dict[str, Any], col: str) -> str:

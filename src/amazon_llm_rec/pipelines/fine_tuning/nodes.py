@@ -22,6 +22,9 @@ def select_base_model(model: dict[str, Any]) -> str:
 def fine_tune(base_model: str, train_prompts: pd.DataFrame, validation_prompts: pd.DataFrame,
               fine_tuning: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame, dict[str, Any]]:
     """Fine-tune a LoRA adapter on the training prompts; return it, the loss history and a summary."""
+    cap = fine_tuning.get("max_eval_prompts")
+    if cap is not None and len(validation_prompts) > int(cap):  # validation loss on the first `cap` prompts
+        validation_prompts = validation_prompts.iloc[: int(cap)]
     adapter, history = train_adapter(base_model, train_prompts, validation_prompts, fine_tuning)
     return adapter, history, adapter.summary
 

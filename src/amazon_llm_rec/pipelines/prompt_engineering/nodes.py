@@ -201,20 +201,39 @@ def split_leakage(sequences: pd.DataFrame, prompts: dict[str, Any]) -> dict[str,
 
 
 def render_prompts(candidates: pd.DataFrame, items: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
-    """Write the paper's three-part prompt: instruction, input (history, then options), output."""
+    """Write the three-part prompt: instruction, input (history, then options), output.
+
+    `prompts.style`: `options` (the paper: the candidates are listed as lettered options) or `pointwise`
+    (the history only; each candidate is then scored by the likelihood of its title after the prompt, so
+    the prompt is shared by every candidate). `output` is always "<letter>) <title>" of the true candidate,
+    and `candidate_titles` holds the candidates' titles in option order."""
+    style = prompts.get("style", "options")
+    if style not in STYLES:
+        raise ConfigError(f"prompts.style must be one of {list(STYLES)}, got {style!r}")
     title = dict(zip(items["asin"], items["title"], strict=True))
-    instruction = prompts["instruction"].strip()
-    inputs, outputs = [], []
+    key = "pointwise_instruction" if style == "pointwise" else "instruction"
+    if not prompts.get(key):
+        raise ConfigError(f"prompts.{key} is missing: prompts.style {style!r} needs it")
+    instruction = prompts[key].strip()
+    inputs, outputs, titles = [], [], []
     for hist, opts, letter in zip(
         candidates["history_asins"], candidates["candidate_asins"], candidates["correct_letter"], strict=True
     ):
         history = "\n".join(f"{i + 1}. {title[a]}" for i, a in enumerate(hist))
-        options = "\n".join(f"{LETTERS[i]}) {title[a]}" for i, a in enumerate(opts))
-        inputs.append(f"Purchase history:\n{history}\n\nOptions:\n{options}")
+        if style == "pointwise":
+            inputs.append(f"Purchase history:\n{history}")
+        else:
+            options = "\n".join(f"{LETTERS[i]}) {title[a]}" for i, a in enumerate(opts))
+            inputs.append(f"Purchase history:\n{history}\n\nOptions:\n{options}")
         outputs.append(f"{letter}) {title[opts[LETTERS.index(letter)]]}")
-    out = candidates.assign(instruction=instruction, input=inputs, output=outputs)
+        titles.append([title[a] for a in opts])
+    out = candidates.assign(instruction=instruction, input=inputs, output=outputs, candidate_titles=titles,
+                            style=style)
     out["history_asins"] = out["history_asins"].apply(list)
     return out
+
+
+STYLES = ("options", "pointwise")
 
 
 def split_prompts(prompts_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,146 @@
+"""Per-candidate evidence and the learned fusion: a conditional logit over each window's candidates.
+
+Evidence of a window (reviewer r, target at position p) uses only:
+- r's own events before p (the history and the rest of the prefix), and
+- the fitted sequences of `baselines.fit_sequences`: every reviewer's sequence cut before their earliest
+  window in the same prompt set (for test prompts: before the test target; for validation prompts: before
+  the validation target), whole for reviewers without such a window.
+So a window's own target and r's later events never enter its features (`tests` poison them to check).
+
+The fusion scores candidate j of a window as w . z_j, where z_j are the standardised features, and the
+probability of each option is the softmax over the window's candidates: the study's "option with the
+highest probability", with the weights fitted by maximum likelihood on validation windows only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import baselines
+from .errors import ConfigError
+from .sasrec import SASRecConfig, fit_sasrec
+
+logger = logging.getLogger(__name__)
+
+FEATURES = ("llm", "cooccurrence", "cooccurrence_all", "popularity", "bm25", "embedding", "sasrec")
+DESCRIPTIONS = {
+    "llm": "the fine-tuned LLM's score of the candidate (mean log-likelihood of its title)",
+    "cooccurrence": "log(1 + reviewers who bought the candidate and a history product), summed over the history",
+    "cooccurrence_all": "the same over every product the reviewer bought before the target, not only the history",
+    "popularity": "log(1 + reviewers who bought the candidate)",
+    "bm25": "BM25 of the candidate's title against the history titles",
+    "embedding": "cosine of the candidate's all-MiniLM-L6-v2 title embedding and the mean history embedding",
+    "sasrec": "SASRec's score, trained on the fitted sequences of the same prompt set",
+}
+
+
+def check_features(names: list[str]) -> list[str]:
+    """Return the feature names, failing on an unknown one with the parameter's name."""
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or not names:
+        raise ConfigError(f"evaluation.fusion.features: unknown {unknown or 'empty list'}; choose from {list(FEATURES)}")
+    return list(names)
+
+
+def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame, names: list[str],
+                       params: dict[str, Any], cache: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol."""
+    cache = {} if cache is None else cache
+    fitted = baselines.fit_sequences(sequences, prompts)
+    pop = baselines.popularity(fitted)
+    cands = prompts["candidate_asins"].apply(list).tolist()
+    hists = prompts["history_asins"].apply(list).tolist()
+    seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+    prefixes = [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
+    titles = dict(zip(items["asin"], items["title"].fillna(""), strict=True))
+    out: dict[str, np.ndarray] = {}
+    cooc = baselines.cooccurrence(fitted, 0) if {"cooccurrence", "cooccurrence_all"} & set(names) else {}
+    for name in names:
+        if name == "cooccurrence":
+            out[name] = np.log1p([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)])
+        elif name == "cooccurrence_all":
+            out[name] = np.log1p([[sum(cooc[h][c] for h in pre) for c in row] for pre, row in zip(prefixes, cands, strict=True)])
+        elif name == "popularity":
+            out[name] = np.log1p([[pop[c] for c in row] for row in cands])
+        elif name == "bm25":
+            out[name] = baselines.bm25_scores(hists, cands, titles)
+        elif name == "embedding":
+            if "encoder" not in cache:
+                cache["encoder"] = baselines.load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
+            out[name] = baselines.embedding_scores(hists, cands, titles, cache["encoder"],
+                                                   known=cache.setdefault("embeddings", {}))
+        elif name == "sasrec":
+            key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
+            if key not in cache:
+                cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
+            out[name] = cache[key].score(prefixes, cands)
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def features_frame(prompts: pd.DataFrame, features: dict[str, np.ndarray], protocol: str) -> pd.DataFrame:
+    """Long form: one row per (prompt, candidate) with its label and features."""
+    n, k = len(prompts), len(prompts["candidate_asins"].iloc[0])
+    truth = prompts["correct_letter"].map(lambda c: ord(c) - ord("A")).to_numpy()
+    frame = pd.DataFrame({
+        "protocol": protocol,
+        "row": np.repeat(np.arange(n), k),
+        "option": np.tile(np.arange(k), n),
+        "reviewer_id": np.repeat(prompts["reviewer_id"].to_numpy(), k),
+        "asin": [a for row in prompts["candidate_asins"] for a in row],
+        "label": (np.tile(np.arange(k), n) == np.repeat(truth, k)).astype(int),
+    })
+    for name, values in features.items():
+        frame[name] = values.reshape(-1)
+    return frame
+
+
+def to_tensor(frame: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Turn one protocol's long frame back into features [N, K, F] and the true option index [N]."""
+    frame = frame.sort_values(["row", "option"])
+    n, k = int(frame["row"].max()) + 1, int(frame["option"].max()) + 1
+    x = frame[names].to_numpy(dtype=float).reshape(n, k, len(names))
+    y = frame["label"].to_numpy().reshape(n, k).argmax(axis=1)
+    return x, y
+
+
+def fit_conditional_logit(x: np.ndarray, y: np.ndarray, names: list[str], l2: float = 1e-3) -> dict[str, Any]:
+    """Fit w by maximum likelihood of softmax_j(w . z_ij) at the true option (z: standardised features)."""
+    from scipy.optimize import minimize  # noqa: PLC0415
+
+    if not np.isfinite(x).all():
+        bad = [n for i, n in enumerate(names) if not np.isfinite(x[..., i]).all()]
+        raise ValueError(f"fusion features {bad} have non-finite values")
+    flat = x.reshape(-1, x.shape[-1])
+    mean, scale = flat.mean(axis=0), flat.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    n = len(y)
+    picked = z[np.arange(n), y]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ w
+        s_max = s.max(axis=1, keepdims=True)
+        p = np.exp(s - s_max)
+        total = p.sum(axis=1, keepdims=True)
+        lse = (s_max + np.log(total))[:, 0]
+        p /= total
+        value = float((lse - s[np.arange(n), y]).mean() + 0.5 * l2 * w @ w)
+        grad = (np.einsum("nk,nkf->f", p, z) - picked.sum(axis=0)) / n + l2 * w
+        return value, grad
+
+    result = minimize(loss, np.zeros(x.shape[-1]), jac=True, method="L-BFGS-B")
+    w = result.x
+    return {"features": list(names), "weights": [float(v) for v in w], "mean": [float(v) for v in mean],
+            "scale": [float(v) for v in scale], "l2": float(l2), "windows": int(n),
+            "candidates": int(x.shape[1]), "neg_log_likelihood": float(result.fun), "converged": bool(result.success),
+            "train_hr1": float(np.mean((z @ w).argmax(axis=1) == y))}
+
+
+def apply_fusion(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Scores [N, K] of a fitted fusion on features [N, K, F] in the model's feature order."""
+    z = (x - np.asarray(model["mean"])) / np.asarray(model["scale"])
+    return z @ np.asarray(model["weights"])
