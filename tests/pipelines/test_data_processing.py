@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from amazon_llm_rec.core.errors import EmptyFilterError, RawDataError
+from amazon_llm_rec.core.errors import ConfigError, EmptyFilterError, RawDataError
 from amazon_llm_rec.core.raw_io import write_json_lines
 from amazon_llm_rec.pipelines.data_processing import nodes
 from tests.conftest import shared_file
@@ -192,3 +192,22 @@ def test_read_is_not_confused_by_files_named_gz_that_are_plain(tmp_path, synthet
         shutil.copyfileobj(src, dst)
     df, counts = nodes.read_reviews({"reviews": str(plain)}, RAW)
     assert counts["review_bad_lines"] == 2 and len(df) > 100
+
+
+def test_a_list_of_categories_is_read_mixed_with_counts_added_up():
+    shared_file("Gift_Cards_5.json.gz")
+    shared_file("Magazine_Subscriptions_5.json.gz")
+    base = {**RAW, "data_dir": str(shared_file("Gift_Cards_5.json.gz").parent), "reviews_file": "{category}_5.json.gz",
+            "meta_file": "meta_{category}.json.gz"}
+    single = {c: nodes.read_reviews(nodes.locate_raw_files({**base, "category": c}), base)
+              for c in ("Gift_Cards", "Magazine_Subscriptions")}
+    files = nodes.locate_raw_files({**base, "category": ["Gift_Cards", "Magazine_Subscriptions"]})
+    assert len(files["reviews"]) == 2 and len(files["meta"]) == 2
+    mixed, counts = nodes.read_reviews(files, base)
+    assert counts["review_lines_read"] == sum(c["review_lines_read"] for _, c in single.values())
+    assert counts["reviews_kept"] == len(mixed) <= sum(len(df) for df, _ in single.values())
+    assert set(mixed["asin"]) == set(single["Gift_Cards"][0]["asin"]) | set(single["Magazine_Subscriptions"][0]["asin"])
+    meta, mc = nodes.read_metadata(files, mixed, base)
+    assert mc["meta_lines_read"] > 1547 and set(meta["asin"]) <= set(mixed["asin"])
+    with pytest.raises(ConfigError, match="empty list"):
+        nodes.locate_raw_files({**base, "category": []})

@@ -16,9 +16,9 @@ from ...core.text import clean_title, leaf_category
 logger = logging.getLogger(__name__)
 
 
-def _raw_paths(raw: dict[str, Any]) -> tuple[RawFile, RawFile]:
+def _raw_paths(raw: dict[str, Any], category: str) -> tuple[RawFile, RawFile]:
     try:
-        folder, category = Path(raw["data_dir"]), raw["category"]
+        folder = Path(raw["data_dir"])
         reviews = folder / raw["reviews_file"].format(category=category)
         meta = folder / raw["meta_file"].format(category=category)
     except KeyError as exc:
@@ -26,26 +26,60 @@ def _raw_paths(raw: dict[str, Any]) -> tuple[RawFile, RawFile]:
     return RawFile(str(reviews)), RawFile(str(meta))
 
 
-def locate_raw_files(raw: dict[str, Any]) -> dict[str, str]:
-    """Return the raw file paths, first writing the synthetic category when it is configured and absent."""
-    reviews, meta = _raw_paths(raw)
+def locate_raw_files(raw: dict[str, Any]) -> dict[str, Any]:
+    """Return the raw file paths, first writing the synthetic category when it is configured and absent.
+
+    `raw.category` may be a list of categories (mixed, as in the study): each entry then holds a list of paths."""
+    if "category" not in raw:
+        raise ConfigError("parameter raw.category is missing (conf/base/parameters_data_processing.yml)")
+    categories = raw["category"] if isinstance(raw["category"], list) else [raw["category"]]
+    if not categories:
+        raise ConfigError("raw.category is an empty list: name at least one Amazon 2018 category")
+    found: dict[str, list[str]] = {"reviews": [], "meta": []}
     synth = raw.get("synthetic") or {}
-    if not (reviews.exists and meta.exists) and raw["category"] == synth.get("category"):
-        logger.info("Writing the SYNTHETIC demo category %r to %s", raw["category"], raw["data_dir"])
-        review_lines, meta_records = synthetic.generate(synth["num_reviewers"], synth["seed"])
-        write_json_lines(meta_records, meta.path)
-        write_json_lines(review_lines, reviews.path)
-    reviews.require()
-    meta.require()
-    logger.info("Raw reviews: %s; raw metadata: %s", reviews.path, meta.path)
-    return {"reviews": reviews.path, "meta": meta.path}
+    for category in categories:
+        reviews, meta = _raw_paths(raw, category)
+        if not (reviews.exists and meta.exists) and category == synth.get("category"):
+            logger.info("Writing the SYNTHETIC demo category %r to %s", category, raw["data_dir"])
+            review_lines, meta_records = synthetic.generate(synth["num_reviewers"], synth["seed"])
+            write_json_lines(meta_records, meta.path)
+            write_json_lines(review_lines, reviews.path)
+        reviews.require()
+        meta.require()
+        logger.info("Raw reviews: %s; raw metadata: %s", reviews.path, meta.path)
+        found["reviews"].append(reviews.path)
+        found["meta"].append(meta.path)
+    if not isinstance(raw["category"], list):
+        return {"reviews": found["reviews"][0], "meta": found["meta"][0]}
+    return found
 
 
-def read_reviews(raw_files: dict[str, str], raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read verified reviews (reviewer, product, time) with DuckDB, deduplicated on (reviewer, product)."""
+def _paths(value: str | list[str]) -> list[str]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def read_reviews(raw_files: dict[str, Any], raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read verified reviews (reviewer, product, time) with DuckDB, deduplicated on (reviewer, product).
+
+    Several files (mixed categories) are read one by one and their counts added up."""
+    frames, total = [], {}
+    for path in _paths(raw_files["reviews"]):
+        df, counts = _read_reviews_file(path, raw)
+        frames.append(df)
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
+    if len(frames) == 1:
+        return frames[0], total
+    both = pd.concat(frames, ignore_index=True)
+    merged = both.groupby(["reviewer_id", "asin"], as_index=False)["unix_time"].min()
+    total["reviews_duplicate_pairs"] += len(both) - len(merged)
+    total["reviews_kept"] = len(merged)
+    return merged.sort_values(["reviewer_id", "unix_time", "asin"]).reset_index(drop=True), total
+
+
+def _read_reviews_file(path: str, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read one review file's verified reviews with DuckDB, deduplicated on (reviewer, product)."""
     import ibis  # noqa: PLC0415
 
-    path = raw_files["reviews"]
     with json_lines_table(path) as t:
         rows, bad = check_bad_lines(t, path, raw.get("on_bad_lines", "warn"))
         j = t.j
@@ -79,11 +113,19 @@ def read_reviews(raw_files: dict[str, str], raw: dict[str, Any]) -> tuple[pd.Dat
     return df, counts
 
 
-def read_metadata(raw_files: dict[str, str], reviews: pd.DataFrame, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read title, brand and categories of the reviewed products from the metadata file with DuckDB."""
+def read_metadata(raw_files: dict[str, Any], reviews: pd.DataFrame, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read title, brand and categories of the reviewed products from the metadata file(s) with DuckDB."""
+    frames, total = [], {}
+    for path in _paths(raw_files["meta"]):
+        df, counts = _read_metadata_file(path, reviews, raw)
+        frames.append(df)
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
+    return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), total
+
+
+def _read_metadata_file(path: str, reviews: pd.DataFrame, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
     import ibis  # noqa: PLC0415
 
-    path = raw_files["meta"]
     wanted = ibis.memtable(pd.DataFrame({"asin": reviews["asin"].unique()}))
     with json_lines_table(path) as t:
         rows, bad = check_bad_lines(t, path, raw.get("on_bad_lines", "warn"))
