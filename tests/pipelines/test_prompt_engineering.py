@@ -167,6 +167,12 @@ def test_test_protocols_share_the_test_windows(seq, items):
         assert {len(c) for c in part["candidate_asins"]} == {10 if name == "uniform_10" else 4}
     with pytest.raises(ConfigError, match=r"test_protocols\[0\]"):
         nodes.build_test_protocols(test, windows, seq, items, {**PARAMS, "test_protocols": [{"negativs": "x"}]})
+    capped = nodes.build_test_protocols(test, windows, seq, items, {**params, "test_protocols": [
+        {**params["test_protocols"][0], "max_prompts": 2}]})
+    small = capped[capped["protocol"] == "uniform_10"]
+    assert small["reviewer_id"].tolist() == test["reviewer_id"].head(2).tolist()  # the first test windows
+    full = stacked[stacked["protocol"] == "uniform_10"].head(2)
+    assert small["candidate_asins"].apply(list).tolist() == full["candidate_asins"].apply(list).tolist()
 
 
 def test_split_leakage_shows_the_random_split_leaks():

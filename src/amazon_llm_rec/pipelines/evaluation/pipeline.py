@@ -21,7 +21,8 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Test prompts of every protocol -> predictions of every method -> metrics, report, plots, error analysis."""
+    """Test prompts of every protocol -> predictions of every method (baselines, LLMs, the fusion fitted on
+    validation windows) -> metrics with paired differences, report, summary, plots, error analysis."""
     return Pipeline(
         [
             Node(

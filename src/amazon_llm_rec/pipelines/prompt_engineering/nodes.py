@@ -161,12 +161,14 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
     frames = [test_prompts.assign(protocol=protocol_name(prompts))]
     tests = windows[windows["split"] == "test"].reset_index(drop=True)
     for i, extra in enumerate(prompts.get("test_protocols") or []):
-        unknown = set(extra) - {"name", "negatives", "num_negatives"}
+        unknown = set(extra) - {"name", "negatives", "num_negatives", "max_prompts"}
         if unknown:
             raise ConfigError(f"prompts.test_protocols[{i}]: unknown keys {sorted(unknown)} "
-                              "(allowed: name, negatives, num_negatives)")
+                              "(allowed: name, negatives, num_negatives, max_prompts)")
         spec = {**prompts, **extra, "seed": int(prompts["seed"]) + 1000 * (i + 1)}
-        candidates = sample_candidates(tests, sequences, spec, items)
+        # max_prompts: only the first N test windows (the same reviewers for every method of this protocol)
+        subset = tests if extra.get("max_prompts") is None else tests.head(int(extra["max_prompts"]))
+        candidates = sample_candidates(subset, sequences, spec, items)
         frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(spec)))
     out = pd.concat(frames, ignore_index=True)
     names = out["protocol"].unique()
