@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from in_memory import items_and_sequences
 
 from amazon_llm_rec.core.metrics import method_metrics
-from amazon_llm_rec.pipelines.data_processing import nodes as dp
 from amazon_llm_rec.pipelines.evaluation import nodes as ev
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 
@@ -34,13 +34,7 @@ def _params(name: str) -> dict:
 
 
 def _prompts(raw: dict, prompts: dict) -> tuple[pd.DataFrame, ...]:
-    processing = _params("data_processing")["processing"]
-    files = dp.locate_raw_files(raw)
-    reviews, _ = dp.read_reviews(files, raw)
-    meta, _ = dp.read_metadata(files, reviews, raw)
-    items, _ = dp.clean_items(meta, processing)
-    interactions, _ = dp.build_interactions(reviews, items, processing)
-    sequences = dp.build_sequences(interactions)
+    items, sequences = items_and_sequences(raw, _params("data_processing")["processing"])
     windows = pe.build_windows(sequences, prompts)
     rendered = pe.render_prompts(pe.sample_candidates(windows, sequences, prompts, items), items, prompts)
     _, validation, test = pe.split_prompts(rendered)

@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from in_memory import items_and_sequences
 from transformers import AutoTokenizer
 
 from amazon_llm_rec.core.models import builtin_gguf, prepare_tokenizer, render_prompt
-from amazon_llm_rec.pipelines.data_processing import nodes as dp
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 
 
@@ -30,12 +30,7 @@ def main(out: str, num_negatives: int = 14, reviewers: int = 2500) -> None:
                "meta_file": "meta_{category}.json.gz", "on_bad_lines": "skip",
                "synthetic": {"category": "Synthetic_Bench", "num_reviewers": reviewers, "seed": 11}}
         proc = {"title_cleaning": "light", "max_title_words": 16, "fill_missing_titles": True, "min_products": 5}
-        files = dp.locate_raw_files(raw)
-        reviews, _ = dp.read_reviews(files, raw)
-        meta, _ = dp.read_metadata(files, reviews, raw)
-        items, _ = dp.clean_items(meta, proc)
-        inter, _ = dp.build_interactions(reviews, items, proc)
-        seq = dp.build_sequences(inter)
+        items, seq = items_and_sequences(raw, proc)
     params = {"history_size": 4, "min_history": 1, "num_negatives": num_negatives, "split": "leave_last_out",
               "seed": 3, "max_train_prompts": 4096, "max_validation_prompts": 16, "max_test_prompts": 1024,
               "instruction": "Given the customer's purchase history, choose the product they will buy next. "
