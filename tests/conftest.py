@@ -73,3 +73,37 @@ def copy_project(dest: Path) -> Path:
     if (ROOT / "notebooks").is_dir():
         shutil.copytree(ROOT / "notebooks", dest / "notebooks")
     return dest
+
+
+def kedro_session(project, env=None, extra=None):
+    """A KedroSession on `project` with runtime parameters `extra`."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    return KedroSession.create(project_path=project, env=env, runtime_params=extra)
+
+
+RUN_PARAMS = {
+    "raw": {"synthetic": {"num_reviewers": 90}},
+    "prompts": {"max_train_prompts": 24, "max_validation_prompts": 4, "max_test_prompts": 16},
+    "fine_tuning": {"max_steps": 3, "batch_size": 4, "eval_steps": 2, "save_steps": 1, "bf16": False,
+                    "logging_steps": 1},
+    "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False, "export_merged": True},
+}
+
+
+@pytest.fixture(scope="session")
+def ran_project(tmp_path_factory, tiny_llama):
+    """A fresh project copy after `kedro run` (all four pipelines) with a tiny random Llama: shared by the
+    end-to-end checks, the recommend pipeline and the service tests."""
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    extra = {**RUN_PARAMS, "model": {"name": tiny_llama}}
+    mp = pytest.MonkeyPatch()
+    mp.chdir(project)
+    try:
+        with kedro_session(project, extra=extra) as session:
+            session.run()
+    finally:
+        mp.undo()
+    return project

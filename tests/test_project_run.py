@@ -12,34 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_project
+from tests.conftest import copy_project, kedro_session
 
 
 def _session(project, env=None, extra=None):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    return KedroSession.create(project_path=project, env=env, runtime_params=extra)
-
-
-@pytest.fixture(scope="module")
-def ran_project(tmp_path_factory, tiny_llama):
-    project = copy_project(tmp_path_factory.mktemp("project"))
-    extra = {
-        "raw": {"synthetic": {"num_reviewers": 90}},
-        "model": {"name": tiny_llama},
-        "prompts": {"max_train_prompts": 24, "max_validation_prompts": 4, "max_test_prompts": 16},
-        "fine_tuning": {"max_steps": 3, "batch_size": 4, "eval_steps": 2, "save_steps": 1, "bf16": False,
-                        "logging_steps": 1},
-        "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False, "export_merged": True},
-    }
-    mp = pytest.MonkeyPatch()
-    mp.chdir(project)
-    with _session(project, extra=extra) as session:
-        session.run()
-    yield project
-    mp.undo()
+    return kedro_session(project, env, extra)
 
 
 @pytest.mark.slow
@@ -74,6 +51,13 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     assert fitted["fusion"]["features"][0] == "llm" and fitted["fusion"]["windows"] == 4
     assert json.loads((data / "08_reporting" / "merged_export_check.json").read_text())["exported"] is True
     assert (data / "06_models" / "merged_model" / "config.json").is_file()
+    catalogue = json.loads((data / "08_reporting" / "catalogue_metrics.json").read_text())
+    assert catalogue["reviewers"] == 16 and catalogue["ranker"] == "fusion" and catalogue["num_candidates"] == 50
+    assert {"retriever", "fusion", "fusion_no_llm", "cooccurrence", "popularity", "sasrec"} == set(catalogue["methods"])
+    assert set(catalogue["paired"]) == set(catalogue["methods"]) - {"fusion"}
+    assert 0 <= catalogue["retriever_recall@50"] <= 1
+    assert catalogue["methods"]["fusion"]["recall@10"] <= catalogue["retriever_recall@50"]
+    assert "## Whole catalogue: two-stage recommendation" in report
     for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv", "position_bias.png", "split_leakage.json"):
         assert (data / "08_reporting" / f).stat().st_size > 0
     history = pd.read_parquet(data / "07_model_output" / "loss_history.parquet")

@@ -168,6 +168,11 @@ def messages(instruction: str, user_input: str, output: str | None = None) -> li
     return msgs
 
 
+def history_input(titles: list[str]) -> str:
+    """The prompt's input for a history: "Purchase history:" and the numbered titles, oldest first."""
+    return "Purchase history:\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(titles))
+
+
 def render_prompt(tokenizer, instruction: str, user_input: str) -> str:
     """Render the prompt as the model sees it, ending where the answer starts."""
     return tokenizer.apply_chat_template(messages(instruction, user_input), tokenize=False, add_generation_prompt=True)

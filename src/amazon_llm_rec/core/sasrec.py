@@ -120,6 +120,24 @@ class FittedSASRec:
         scores = np.concatenate(out) if out else np.zeros(cand.shape)
         return np.where(cand > 0, scores, -1e9)  # items never seen in training rank last
 
+    def top_k(self, prefixes: list[list[str]], k: int, exclude: list[set[str]] | None = None) -> list[list[str]]:
+        """The k best products of the whole vocabulary after each prefix, skipping each row's `exclude`."""
+        self.model.eval()
+        names = np.array(sorted(self.index, key=self.index.get))  # index 1.. in order
+        seqs = _left_pad([[self.index[a] for a in p if a in self.index] for p in prefixes], self.model.cfg.max_len)
+        out: list[list[str]] = []
+        with torch.no_grad():
+            table = self.model.items.weight[1:]
+            for start in range(0, len(seqs), 512):
+                batch = seqs[start : start + 512]
+                width = max(1, int((batch > 0).sum(axis=1).max()))
+                scores = (self.model(torch.from_numpy(batch[:, -width:]))[:, -1, :] @ table.T).numpy()
+                for i, row in enumerate(scores):
+                    skip = (exclude[start + i] if exclude else set())
+                    order = np.argsort(-row, kind="stable")[: k + len(skip)]
+                    out.append([a for a in names[order] if a not in skip][:k])
+        return out
+
 
 def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = True) -> FittedSASRec:
     """Train SASRec on item sequences: each position predicts the next item against one sampled negative."""

@@ -111,12 +111,15 @@ def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:
 
 
 def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
-                 target: str = "title", pad_to_multiple_of: int | None = None) -> np.ndarray:
+                 target: str = "title", pad_to_multiple_of: int | None = None,
+                 answers: list[list[str]] | None = None) -> np.ndarray:
     """Return each option's mean log-likelihood per answer token [N, options] (the paper's 'highest
-    probability' read literally). The prompt runs once; its KV cache is shared by the options."""
+    probability' read literally). The prompt runs once; its KV cache is shared by the options.
+
+    `answers` (the same number per prompt) replaces the options' texts, e.g. for 50 retrieved titles."""
     import torch  # noqa: PLC0415
 
-    answers = option_texts(prompts, target)
+    answers = option_texts(prompts, target) if answers is None else answers
     k = len(answers[0])
     out = np.zeros((len(prompts), k), dtype=np.float32)
     for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core import baselines, fusion, scoring
+from ...core import baselines, catalogue, fusion, recommender, scoring
 from ...core.errors import ConfigError
 from ...core.metrics import method_metrics, paired_bootstrap
 from ...core.models import load_model, load_tokenizer, resolve_device
@@ -186,6 +186,21 @@ def score_fusion(test_features: pd.DataFrame, llm_predictions: pd.DataFrame, tes
             frames.append(scoring.predictions_frame(variant, prompts, fusion.apply_fusion(model, x))
                           .assign(protocol=protocol))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "protocol"])
+
+
+def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, items: pd.DataFrame,
+                       fusion_model: dict[str, Any], base_model: str, lora_adapter: str, recommend: dict[str, Any],
+                       evaluation: dict[str, Any], prompts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rank the whole catalogue for the test reviewers: the two-stage recommender against full-catalogue baselines."""
+    params = (recommend or {}).get("evaluation") or {}
+    cap = params.get("max_reviewers")
+    windows = test_prompts if cap is None else test_prompts.iloc[: int(cap)]
+    if not len(windows):
+        return pd.DataFrame(columns=["method", "reviewer_id"]), {}
+    return catalogue.evaluate_catalogue(
+        windows.reset_index(drop=True), reviewer_sequences, items, fusion_model, recommend, evaluation,
+        recommender.llm_source(base_model, lora_adapter, prompts), int(prompts["history_size"]), int(params.get("k", 10)),
+        int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0)))
 
 
 def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
@@ -408,10 +423,11 @@ def _paired_section(metrics: dict[str, Any], fusion_model: dict[str, Any] | None
 
 
 def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_analysis: pd.DataFrame,
-                 fusion_model: dict[str, Any] | None = None) -> str:
+                 fusion_model: dict[str, Any] | None = None, catalogue_metrics: dict[str, Any] | None = None) -> str:
     """Write the whole evaluation report: tables per protocol, paired comparisons, plots, bias, leakage, errors."""
     lines = [render_report(metrics), "![HR@1 and MRR per protocol](metrics.png)", ""]
     lines += _paired_section(metrics, fusion_model)
+    lines += catalogue.catalogue_section(catalogue_metrics)
     lines += ["## Where the fine-tuned model wins and where it does not", ""]
     lines += _verdict(metrics) or ["- no fine-tuned model was scored."]
     misses = {n: e["retriever_miss_rate"] for n, e in metrics.get("protocols", {}).items() if "retriever_miss_rate" in e}

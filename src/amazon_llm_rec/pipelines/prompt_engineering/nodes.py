@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...core import baselines
 from ...core.errors import ConfigError, EmptyFilterError
-from ...core.models import LETTERS
+from ...core.models import LETTERS, history_input
 
 logger = logging.getLogger(__name__)
 
@@ -221,12 +221,12 @@ def render_prompts(candidates: pd.DataFrame, items: pd.DataFrame, prompts: dict[
     for hist, opts, letter in zip(
         candidates["history_asins"], candidates["candidate_asins"], candidates["correct_letter"], strict=True
     ):
-        history = "\n".join(f"{i + 1}. {title[a]}" for i, a in enumerate(hist))
+        history = history_input([title[a] for a in hist])
         if style == "pointwise":
-            inputs.append(f"Purchase history:\n{history}")
+            inputs.append(history)
         else:
             options = "\n".join(f"{LETTERS[i]}) {title[a]}" for i, a in enumerate(opts))
-            inputs.append(f"Purchase history:\n{history}\n\nOptions:\n{options}")
+            inputs.append(f"{history}\n\nOptions:\n{options}")
         outputs.append(f"{letter}) {title[opts[LETTERS.index(letter)]]}")
         titles.append([title[a] for a in opts])
     out = candidates.assign(instruction=instruction, input=inputs, output=outputs, candidate_titles=titles,

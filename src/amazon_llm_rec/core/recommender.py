@@ -1,0 +1,270 @@
+"""One `Recommender` for the whole catalogue: retrieve N candidates, re-rank them, keep the top k.
+
+The catalogue evaluation, the batch `recommend` pipeline and the HTTP service all call it. The re-ranker is
+the fusion fitted by the evaluation (`fusion_model`): `fusion` (with the fine-tuned LLM's score of each
+candidate's title after the history prompt), `fusion_no_llm`, or `retriever` (the retriever's own order).
+`recommend.ranker` in conf/ picks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import fusion
+from .errors import ConfigError
+from .retrieval import SOURCES, Retriever
+
+logger = logging.getLogger(__name__)
+
+RANKERS = ("fusion", "fusion_no_llm", "retriever")
+
+
+@dataclass
+class RecommendConfig:
+    """The `recommend` parameters, checked once."""
+
+    num_candidates: int = 50
+    k: int = 10
+    exclude_bought: bool = True
+    ranker: str = "fusion"
+    history_size: int = 4
+    llm_batch_size: int = 8
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    cooccurrence_window: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, history_size: int | None = None) -> RecommendConfig:
+        """Build from `params:recommend`, naming the parameter at fault."""
+        params = dict(params or {})
+        retrieval = params.pop("retrieval", None) or {}
+        known = {"num_candidates", "k", "exclude_bought", "ranker", "llm_batch_size", "history_size"}
+        extra = sorted(set(params) - known - {"reviewers", "evaluation", "shard", "chunk_size"})
+        if extra:
+            raise ConfigError(f"recommend: unknown parameter(s) {extra}; known: {sorted(known | {'retrieval'})}")
+        cfg = cls(**{k: v for k, v in params.items() if k in known})
+        if history_size is not None and "history_size" not in params:
+            cfg.history_size = int(history_size)
+        cfg.sources = list(retrieval.get("sources", cfg.sources))
+        cfg.cooccurrence_window = int(retrieval.get("cooccurrence_window", 0))
+        for name in ("num_candidates", "k", "llm_batch_size", "history_size"):
+            value = getattr(cfg, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"recommend.{name} must be a positive integer, got {value!r}")
+        if cfg.ranker not in RANKERS:
+            raise ConfigError(f"recommend.ranker must be one of {list(RANKERS)}, got {cfg.ranker!r}")
+        return cfg
+
+
+@dataclass
+class Recommendation:
+    """One recommended product."""
+
+    asin: str
+    title: str
+    score: float
+    retriever_rank: int | None
+    source: str
+
+
+class LLMScorer:
+    """The fine-tuned LLM's score of candidate titles after a history-only (pointwise) prompt."""
+
+    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int = 8) -> None:
+        self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
+
+    @classmethod
+    def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool = True,
+             batch_size: int = 8) -> LLMScorer:
+        """Load the base model, apply the LoRA adapter and merge it (one model in memory, no LoRA overhead)."""
+        from .models import load_model, load_tokenizer, resolve_device  # noqa: PLC0415
+
+        model = load_model(base_model, "bfloat16" if bf16 else "float32", device=resolve_device(device))
+        if adapter:
+            from peft import PeftModel  # noqa: PLC0415
+
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model.eval()
+        return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size)
+
+    def score(self, history_titles: list[list[str]], candidate_titles: list[list[str]]) -> list[np.ndarray]:
+        """Mean log-likelihood per token of each candidate's title, per row (rows may differ in length)."""
+        from .models import history_input  # noqa: PLC0415
+        from .scoring import score_titles  # noqa: PLC0415
+
+        out: list[np.ndarray] = [np.zeros(0)] * len(history_titles)
+        by_len: dict[int, list[int]] = {}
+        for i, titles in enumerate(candidate_titles):
+            by_len.setdefault(len(titles), []).append(i)
+        for n, rows in by_len.items():
+            if n == 0:
+                continue
+            prompts = pd.DataFrame({"instruction": self.instruction,
+                                    "input": [history_input(history_titles[i]) for i in rows]})
+            scores = score_titles(self.model, self.tokenizer, prompts, self.batch_size, desc="LLM re-ranking",
+                                  answers=[list(candidate_titles[i]) for i in rows])
+            for j, i in enumerate(rows):
+                out[i] = scores[j].astype(float)
+        return out
+
+
+class Recommender:
+    """Retriever + per-candidate evidence + the fitted fusion (+ the LLM's score when the ranker uses it)."""
+
+    def __init__(self, retriever: Retriever, config: RecommendConfig, fusion_model: dict[str, Any] | None = None,
+                 llm: LLMScorer | None = None, sasrec: Any | None = None) -> None:
+        self.retriever, self.config, self.llm, self.sasrec = retriever, config, llm, sasrec
+        self.model: dict[str, Any] | None = None
+        if config.ranker != "retriever":
+            if not fusion_model or config.ranker not in fusion_model:
+                raise ConfigError(f"recommend.ranker {config.ranker!r} is not in the fitted fusion model "
+                                  f"(has {sorted(fusion_model or {})}): run the evaluation pipeline first")
+            self.model = fusion_model[config.ranker]
+            names = self.model["features"]
+            if "llm" in names and llm is None:
+                raise ConfigError(f"recommend.ranker {config.ranker!r} uses the LLM's score: load an LLMScorer")
+            if "sasrec" in names and sasrec is None:
+                raise ConfigError(f"recommend.ranker {config.ranker!r} uses SASRec's score: pass a fitted SASRec")
+            if "embedding" in names and retriever.matrix is None:
+                raise ConfigError("the fusion uses the embedding feature: build the Retriever with an encoder")
+        self._bm25 = None
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether a call runs the LLM."""
+        return self.model is not None and "llm" in self.model["features"]
+
+    def _bm25_index(self):
+        if self._bm25 is None:
+            import bm25s  # noqa: PLC0415
+
+            index = bm25s.BM25()
+            corpus = [self.retriever.titles.get(a, "") for a in self.retriever.asins]
+            index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+            self._bm25 = index
+        return self._bm25
+
+    def features(self, histories: list[list[str]], prefixes: list[list[str]], candidates: list[list[str]],
+                 names: list[str]) -> list[np.ndarray]:
+        """Per row, its candidates' features [n, F] in the order of `names` (the fusion's evidence)."""
+        r = self.retriever
+        cols: dict[str, list[np.ndarray]] = {}
+        for name in names:
+            if name == "cooccurrence":
+                cols[name] = [np.log1p([sum(r.cooc.get(h, {}).get(c, 0) for h in hist) for c in row])
+                              for hist, row in zip(histories, candidates, strict=True)]
+            elif name == "cooccurrence_all":
+                cols[name] = [np.log1p([sum(r.cooc.get(h, {}).get(c, 0) for h in pre) for c in row])
+                              for pre, row in zip(prefixes, candidates, strict=True)]
+            elif name == "popularity":
+                cols[name] = [np.log1p([r.pop[c] for c in row]) for row in candidates]
+            elif name == "embedding":
+                vecs = r.history_vectors(histories)
+                cols[name] = [r.matrix[[r.position[c] for c in row]] @ vecs[i] if row else np.zeros(0)
+                              for i, row in enumerate(candidates)]
+            elif name == "bm25":
+                import bm25s  # noqa: PLC0415
+
+                index = self._bm25_index()
+                queries = bm25s.tokenize([" ".join(r.titles.get(a, "") for a in h) for h in histories],
+                                         stopwords="en", show_progress=False, return_ids=False)
+                cols[name] = [(index.get_scores(q) if q else np.zeros(len(r.asins)))[[r.position[c] for c in row]]
+                              for q, row in zip(queries, candidates, strict=True)]
+            elif name == "sasrec":
+                cols[name] = [self.sasrec.score([pre], [row])[0] if row else np.zeros(0)
+                              for pre, row in zip(prefixes, candidates, strict=True)]
+            elif name == "llm":
+                cols[name] = self.llm.score([[r.titles.get(a, a) for a in h] for h in histories],
+                                            [[r.titles.get(a, a) for a in row] for row in candidates])
+            else:
+                raise ConfigError(f"unknown fusion feature {name!r}")
+        return [np.stack([np.asarray(cols[n][i], dtype=float) for n in names], axis=-1).reshape(len(row), len(names))
+                for i, row in enumerate(candidates)]
+
+    def recommend(self, histories: list[list[str]], k: int | None = None, exclude_bought: bool | None = None,
+                  prefixes: list[list[str]] | None = None, candidates: list[list[str]] | None = None,
+                  exclude: list[set[str]] | None = None) -> list[list[Recommendation]]:
+        """Top-k per customer. `histories`: each customer's products, oldest first (the last `history_size` are
+        the prompt's history); `prefixes`: everything they bought (default: the history); `candidates`: re-rank
+        these instead of retrieving; `exclude`: more products to leave out per customer."""
+        cfg = self.config
+        k = cfg.k if k is None else int(k)
+        exclude_bought = cfg.exclude_bought if exclude_bought is None else exclude_bought
+        prefixes = [list(h) for h in histories] if prefixes is None else [list(p) for p in prefixes]
+        recent = [list(h)[-cfg.history_size:] for h in histories]
+        skip = [(set(p) | set(h) if exclude_bought else set()) | (exclude[i] if exclude else set())
+                for i, (p, h) in enumerate(zip(prefixes, histories, strict=True))]
+        if candidates is None:
+            found = self.retriever.retrieve(recent, cfg.num_candidates, skip)
+            cands = [f.asins for f in found]
+            srcs = [f.sources for f in found]
+            ranks: list[list[int | None]] = [list(range(1, len(c) + 1)) for c in cands]
+        else:
+            cands = [[c for c in dict.fromkeys(row) if c not in s] for row, s in zip(candidates, skip, strict=True)]
+            srcs = [["request"] * len(c) for c in cands]
+            ranks = [[None] * len(c) for c in cands]
+        if self.model is None:
+            scores = [-np.arange(len(c), dtype=float) for c in cands]
+        else:
+            feats = self.features(recent, prefixes, cands, self.model["features"])
+            scores = [fusion.apply_fusion(self.model, f) if len(f) else np.zeros(0) for f in feats]
+        out = []
+        for row, score, src, rank in zip(cands, scores, srcs, ranks, strict=True):
+            order = np.argsort(-np.asarray(score), kind="stable")[:k]
+            out.append([Recommendation(row[j], self.retriever.titles.get(row[j], ""), _finite(score[j]), rank[j],
+                                       src[j]) for j in order])
+        return out
+
+
+def _finite(value: float) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else -1e9
+
+
+def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any]) -> dict[str, Any]:
+    """What the LLM scorer loads: the base model, the adapter and the pointwise instruction (`params:prompts`)."""
+    instruction = prompts.get("pointwise_instruction") or prompts["instruction"]
+    return {"base_model": base_model, "adapter": adapter, "instruction": " ".join(str(instruction).split())}
+
+
+def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model: dict[str, Any] | None,
+                      recommend: dict[str, Any] | None, evaluation: dict[str, Any], llm_source: dict[str, Any] | None,
+                      history_size: int | None = None, cache: dict[str, Any] | None = None) -> Recommender:
+    """Assemble a `Recommender` from catalogue data and parameters.
+
+    `fitted`: the sequences the counts come from; `llm_source`: {base_model, adapter, instruction} when the
+    ranker uses the LLM; `cache` keeps the encoder, title embeddings and the LLM between calls."""
+    from . import baselines  # noqa: PLC0415
+
+    cache = {} if cache is None else cache
+    cfg = RecommendConfig.from_params(recommend, history_size)
+    model = (fusion_model or {}).get(cfg.ranker) if cfg.ranker != "retriever" else None
+    names = model["features"] if model else []
+    encoder = None
+    if "embedding" in cfg.sources or "embedding" in names:
+        if "encoder" not in cache:
+            cache["encoder"] = baselines.load_sentence_encoder(evaluation.get("embedding_model", "all-MiniLM-L6-v2"))
+        encoder = cache["encoder"]
+    retriever = Retriever(fitted, items, encoder, cfg.sources, cfg.cooccurrence_window,
+                          embeddings=cache.setdefault("embeddings", {}))
+    llm = None
+    if "llm" in names:
+        if not llm_source:
+            raise ConfigError(f"recommend.ranker {cfg.ranker!r} needs the base model and the LoRA adapter")
+        key = ("llm", llm_source["base_model"], llm_source.get("adapter"))
+        if key not in cache:
+            cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
+                                        evaluation.get("device", "auto"), evaluation.get("bf16", True),
+                                        cfg.llm_batch_size)
+        llm = cache[key]
+    sasrec = None
+    if "sasrec" in names:
+        from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415
+
+        sasrec = fit_sasrec(fitted, SASRecConfig.from_params(evaluation.get("sasrec")))
+    return Recommender(retriever, cfg, fusion_model, llm, sasrec)

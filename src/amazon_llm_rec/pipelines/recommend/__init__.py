@@ -1,0 +1,15 @@
+"""The recommend pipeline: top-k products for every reviewer (or the named ones) over the whole catalogue."""
+
+# create_pipeline is imported lazily so that the nodes can be used (on a GPU machine, say)
+# without Kedro's pipeline machinery being imported.
+
+
+def __getattr__(name: str):
+    if name == "create_pipeline":
+        from .pipeline import create_pipeline
+
+        return create_pipeline
+    raise AttributeError(name)
+
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,46 @@
+"""`kedro run --pipeline=recommend`: the top k of every (or every named) reviewer, on a project after `kedro run`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import kedro_session
+
+pytestmark = pytest.mark.slow
+
+
+def test_recommend_writes_the_top_k_of_the_named_reviewers(ran_project, monkeypatch):
+    monkeypatch.chdir(ran_project)
+    sequences = pd.read_parquet(ran_project / "data" / "04_feature" / "reviewer_sequences.parquet")
+    named = sequences["reviewer_id"].tolist()[:5]
+    with kedro_session(ran_project, extra={"recommend": {"reviewers": named, "k": 4, "num_candidates": 10,
+                                                         "chunk_size": 2}}) as session:
+        session.run(pipeline_name="recommend")
+    out = pd.read_parquet(ran_project / "data" / "07_model_output" / "recommendations.parquet")
+    assert list(out.columns) == ["reviewer_id", "rank", "asin", "title", "score", "retriever_rank", "source"]
+    assert out["reviewer_id"].drop_duplicates().tolist() == named
+    assert (out.groupby("reviewer_id")["rank"].apply(list) == [[1, 2, 3, 4]] * 5).all()
+    bought = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+    for rid, group in out.groupby("reviewer_id"):
+        assert not set(group["asin"]) & set(bought[rid])  # nothing already bought
+        assert group["score"].is_monotonic_decreasing and group["retriever_rank"].between(1, 10).all()
+        assert group["title"].str.len().gt(0).all()
+
+
+def test_recommend_names_unknown_reviewers(ran_project, monkeypatch):
+    from amazon_llm_rec.core.errors import ConfigError
+
+    monkeypatch.chdir(ran_project)
+    with kedro_session(ran_project, extra={"recommend": {"reviewers": ["NOBODY"]}}) as session, \
+            pytest.raises(ConfigError, match=r"recommend.reviewers: 1 unknown reviewer id\(s\), e.g. \['NOBODY'\]"):
+        session.run(pipeline_name="recommend")
+
+
+def test_recommend_for_every_reviewer_without_the_llm(ran_project, monkeypatch):
+    monkeypatch.chdir(ran_project)
+    with kedro_session(ran_project, extra={"recommend": {"ranker": "fusion_no_llm", "k": 3}}) as session:
+        session.run(pipeline_name="recommend")
+    out = pd.read_parquet(ran_project / "data" / "07_model_output" / "recommendations.parquet")
+    sequences = pd.read_parquet(ran_project / "data" / "04_feature" / "reviewer_sequences.parquet")
+    assert out["reviewer_id"].nunique() == len(sequences) and len(out) == 3 * len(sequences)
