@@ -26,15 +26,18 @@ def main() -> None:
     parser.add_argument("--env", default=None)
     parser.add_argument("--reviewers", type=int, default=64)
     parser.add_argument("--rankers", nargs="+", default=["retriever", "fusion_no_llm", "fusion"])
+    parser.add_argument("--params", nargs="*", default=[], help="runtime parameters, e.g. recommend.llm_batch_size=1")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--name", default="recommend_benchmark.json", help="file name under --out")
     args = parser.parse_args()
     os.chdir(args.project)
 
     from amazon_llm_rec.core import baselines
     from amazon_llm_rec.core.recommender import build_recommender, llm_source
+    from amazon_llm_rec.serving.__main__ import _params
     from amazon_llm_rec.serving.config import load_project
 
-    data = load_project(args.project, args.env)
+    data = load_project(args.project, args.env, _params(args.params))
     params = data.params
     fitted = [list(s) for s in data.sequences["asins"]]
     seqs = fitted[: args.reviewers]
@@ -68,9 +71,10 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recommend_benchmark.json").write_text(json.dumps({
+        (out / args.name).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "env": args.env, "products": len(retriever.asins), "num_candidates": params["recommend"]["num_candidates"],
+            "env": args.env, "params": args.params, "llm_batch_size": params["recommend"]["llm_batch_size"],
+            "products": len(retriever.asins), "num_candidates": params["recommend"]["num_candidates"],
             "k": k, "rows": rows}, indent=2))
 
 

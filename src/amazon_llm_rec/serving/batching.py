@@ -31,7 +31,8 @@ class BatchStats:
 
 
 class MicroBatcher:
-    """Collect requests for up to `max_wait_ms` (or `max_batch` of them) and run `fn(batch)` once for them all.
+    """Collect requests and run `fn(batch)` once for them all: every request that queued while the model was busy,
+    then more for up to `max_wait_ms` (0: none), at most `max_batch` in all.
 
     `fn` takes a list of requests and returns one result per request, in order. It runs in one worker thread,
     so the model is never used by two threads at once and the event loop stays free for other endpoints.
@@ -78,6 +79,8 @@ class MicroBatcher:
         while True:
             first = await self._queue.get()
             batch = [first]
+            while len(batch) < self.max_batch and not self._queue.empty():  # what queued while the model was busy
+                batch.append(self._queue.get_nowait())
             deadline = time.monotonic() + self.max_wait
             while len(batch) < self.max_batch:
                 left = deadline - time.monotonic()
