@@ -96,6 +96,30 @@ def test_on_bad_lines_error_names_file_and_line(tmp_path):
         nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
 
 
+def test_invalid_utf8_lines_are_counted_and_skipped_like_malformed_json(tmp_path, caplog):
+    """A line with invalid UTF-8 bytes (DuckDB: "Invalid unicode ... CSV Error on Line") is counted and skipped, in
+    a file long enough that the reader's sniffing buffer does not reach it; `error` names its line."""
+    lines = [json.dumps(_review(f"U{i // 6}", f"P{i % 6}", i)).encode() for i in range(4000)]
+    lines[3001] = b'{"reviewerID": "UX", "asin": "P\xff\xfe", "unixReviewTime": 1}'
+    lines.insert(10, b'{"reviewerID": "U", "asin": ')  # and one malformed JSON line
+    path = tmp_path / "Cat_5.json.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+    write_json_lines([{"asin": f"P{i}", "title": f"Beaker {i}"} for i in range(6)], str(tmp_path / "meta_Cat.json.gz"))
+    files = {"reviews": str(path), "meta": str(tmp_path / "meta_Cat.json.gz")}
+    with caplog.at_level("WARNING"):
+        reviews, c = nodes.read_reviews(files, RAW)
+    assert c["review_lines_read"] == 4001 and c["review_bad_lines"] == 2 and "UX" not in set(reviews["reviewer_id"])
+    assert "skipped 2 malformed line(s)" in caplog.text
+    with pytest.raises(RawDataError, match=r"Cat_5\.json\.gz: malformed JSON at line 11"):
+        nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
+    lines.pop(10)
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+    with pytest.raises(RawDataError, match=r"at line 3002: 'unreadable line \(invalid encoding\)'"):
+        nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
+
+
 def test_truncated_gzip_names_the_file(tmp_path, synthetic_raw):
     data = open(synthetic_raw["reviews"], "rb").read()
     broken = tmp_path / "Broken_5.json.gz"

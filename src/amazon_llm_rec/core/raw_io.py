@@ -167,6 +167,11 @@ def json_lines_table(path: str, con=None):
                 auto_detect=False,
                 max_line_size=64 * 1024 * 1024,
                 compression="gzip" if _is_gzip(source) else "none",
+                # a line DuckDB cannot read (invalid UTF-8, say) is skipped and recorded, then counted as bad
+                ignore_errors=True,
+                store_rejects=True,
+                rejects_table=_rejects_name(path),
+                rejects_scan=_rejects_name(path) + "_scan",
             )
             lines = lines.filter(lines.line.strip().length() > 0)
             yield lines.mutate(j=lines.line.try_cast("json")).drop("line")
@@ -177,6 +182,22 @@ def json_lines_table(path: str, con=None):
                 f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
                 "The file may be truncated or corrupt: download it again."
             ) from exc
+
+
+def _rejects_name(path: str) -> str:
+    import hashlib  # noqa: PLC0415
+
+    return "rejects_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+
+
+def _rejected(table, path: str) -> tuple[int, int | None, str]:
+    """(count, first line number, error type) of the lines DuckDB's reader rejected in the last scan of `path`."""
+    try:
+        row = table._find_backend().raw_sql(
+            f"SELECT count(*), min(line), any_value(error_type) FROM {_rejects_name(path)}").fetchall()[0]
+    except Exception:  # noqa: BLE001 - no rejects table: nothing was rejected
+        return 0, None, ""
+    return int(row[0] or 0), (int(row[1]) if row[1] is not None else None), str(row[2] or "")
 
 
 def check_bad_lines(table, path: str, on_bad_lines: str) -> tuple[int, int]:
@@ -192,10 +213,13 @@ def check_bad_lines(table, path: str, on_bad_lines: str) -> tuple[int, int]:
             f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
             "The file may be truncated or corrupt: download it again."
         ) from exc
-    rows, bad = int(stats["rows"]), int(stats["bad"] or 0)
+    rejected, reject_line, reject_type = _rejected(table, path)
+    rows, bad = int(stats["rows"]) + rejected, int(stats["bad"] or 0) + rejected
     if bad:
         if on_bad_lines == "error":
-            where = first_bad_line(path)
+            where = first_bad_line(path) if stats["bad"] else None
+            if reject_line is not None and (where is None or reject_line < where[0]):
+                where = (reject_line, f"unreadable line ({reject_type.lower() or 'rejected by the reader'})")
             line = f"line {where[0]}: {where[1]!r}" if where else "a line"
             raise RawDataError(
                 f"{path}: malformed JSON at {line} ({bad} bad line(s) in all). "
