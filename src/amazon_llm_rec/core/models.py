@@ -34,6 +34,15 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # option letters, A) ... Z)
 PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<unk>", "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>")
 
 
+def display_path(path: str) -> str:
+    """`path` relative to the working directory (the project) when it lies inside it: reports name no machine's paths."""
+    try:
+        resolved = Path(path).resolve()
+        return str(resolved.relative_to(Path.cwd().resolve())) if Path(path).exists() else path
+    except ValueError:
+        return path
+
+
 def resolve_device(want: str = "auto") -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is returned as given."""
     if want != "auto":

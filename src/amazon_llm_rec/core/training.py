@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError
-from .models import load_model, load_tokenizer, messages, resolve_device
+from .models import display_path, load_model, load_tokenizer, messages, resolve_device
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("lora", "qlora_bnb", "unsloth")
@@ -333,7 +333,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         "backend": backend,
         "target": target,
         "device": device,
-        "base_model": base_path,
+        "base_model": display_path(base_path),
         "train_prompts": len(train),
         "validation_prompts": len(validation),
         "batch_size": int(ft["batch_size"]),
