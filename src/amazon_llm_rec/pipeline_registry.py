@@ -12,6 +12,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    # `kedro run` is the study end to end; `recommend` (deployment: every reviewer) runs on its own
-    pipelines["__default__"] = sum(p for name, p in pipelines.items() if name != "recommend")
+    # `kedro run` is the study end to end; `download` and `recommend` (deployment: every reviewer) run on their own
+    pipelines["__default__"] = sum(p for name, p in pipelines.items() if name not in {"download", "recommend"})
     return pipelines
