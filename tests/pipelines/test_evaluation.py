@@ -221,6 +221,20 @@ def test_sasrec_learns_a_sequential_pattern():
     assert (scores[:, 3] == -1e9).all()  # a product never seen in training ranks last
 
 
+def test_sasrec_stops_early_on_held_out_last_items_and_keeps_the_best_epoch():
+    from amazon_llm_rec.core.sasrec import SASRecConfig, fit_sasrec
+
+    seqs = [[f"P{(s + i) % 40}" for i in range(8)] for s in range(300)]
+    cfg = SASRecConfig(epochs=200, dropout=0.2, max_len=10, patience=2, eval_every=2)
+    fitted = fit_sasrec(seqs, cfg)
+    assert len(fitted.losses) < 200 and 0 < fitted.best_epoch <= len(fitted.losses)  # stopped well before 200
+    assert len(fitted.losses) - fitted.best_epoch == 2 * 2  # two checks without a gain after the best
+    again = fit_sasrec(seqs, cfg)
+    assert again.best_epoch == fitted.best_epoch and again.losses == fitted.losses  # seeded: the same stop
+    top = fitted.top_k([[f"P{(s + i) % 40}" for i in range(5)] for s in range(40)], 10)
+    assert all(f"P{(s + 5) % 40}" in t for s, t in enumerate(top))  # the next product is in every top 10
+
+
 def test_sasrec_baseline_scores_every_candidate_of_the_test_prompts(hand_made):
     seqs, test = hand_made
     params = {"seed": 0, "baselines": ["sasrec"], "sasrec": {"epochs": 2, "max_len": 5}}

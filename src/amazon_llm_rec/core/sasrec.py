@@ -34,6 +34,12 @@ class SASRecConfig:
     batch_size: int = 128
     epochs: int = 200
     seed: int = 42
+    # Early stopping: hold out each sequence's last item (sequences of 3 or more), train on the rest, check
+    # HR@10 over every item on up to `validation_users` of them every `eval_every` epochs, stop after
+    # `patience` checks without a gain and keep the best epoch's weights. None: train all `epochs`.
+    patience: int | None = None
+    eval_every: int = 5
+    validation_users: int = 1000
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> SASRecConfig:
@@ -103,6 +109,7 @@ class FittedSASRec:
     index: dict[str, int]
     losses: list[float]
     seconds: float
+    best_epoch: int = 0
 
     def score(self, prefixes: list[list[str]], candidates: list[list[str]]) -> np.ndarray:
         """Score each row's candidates after its prefix (dot product with the last hidden state)."""
@@ -139,6 +146,26 @@ class FittedSASRec:
         return out
 
 
+def _negatives(rng, rows: np.ndarray, shape: tuple, vocab_size: int, stride: int, bought_keys: np.ndarray) -> np.ndarray:
+    """One random item per position, resampled (10 times at most) where the user bought it (as the reference code)."""
+    neg = rng.integers(1, vocab_size + 1, size=shape)
+    for _ in range(10):
+        keys = rows[:, None] * stride + neg
+        clash = bought_keys[np.minimum(np.searchsorted(bought_keys, keys), len(bought_keys) - 1)] == keys
+        if not clash.any():
+            break
+        neg[clash] = rng.integers(1, vocab_size + 1, size=int(clash.sum()))
+    return neg
+
+
+def _bce_loss(model: SASRec, h: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, bce: nn.Module) -> torch.Tensor:
+    """Binary cross-entropy of the next item against one negative, over real (non-padding) positions."""
+    pos_logit = (h * model.items(pos)).sum(-1)
+    neg_logit = (h * model.items(neg)).sum(-1)
+    mask = (pos > 0).float()
+    return ((bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))) * mask).sum() / mask.sum()
+
+
 def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = True) -> FittedSASRec:
     """Train SASRec on item sequences: each position predicts the next item against one sampled negative."""
     torch.manual_seed(cfg.seed)
@@ -148,6 +175,10 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = T
     usable = [[index[a] for a in s] for s in sequences if len(s) >= 2]  # noqa: PLR2004
     if not usable:
         raise ValueError("SASRec needs at least one sequence of two or more items")
+    held: list[tuple[list[int], int]] = []
+    if cfg.patience is not None:  # the last item of long enough sequences is held out for early stopping
+        held = [(s[:-1], s[-1]) for s in usable if len(s) >= 3][: cfg.validation_users]  # noqa: PLR2004
+        usable = [s[:-1] if len(s) >= 3 else s for s in usable]  # noqa: PLR2004
     # Inputs are s[:-1], positives s[1:], both cut to the last max_len positions (as the reference code).
     inputs = _left_pad([s[:-1] for s in usable], cfg.max_len)
     positives = _left_pad([s[1:] for s in usable], cfg.max_len)
@@ -157,6 +188,7 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = T
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.98))
     bce = nn.BCEWithLogitsLoss(reduction="none")
     losses: list[float] = []
+    best: tuple[float, int, dict | None] = (-1.0, 0, None)
     start = time.perf_counter()
     for _epoch in tqdm(range(cfg.epochs), desc="training SASRec", unit="epoch", disable=not progress):
         model.train()
@@ -165,26 +197,47 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = T
         for b in range(0, len(order), cfg.batch_size):
             rows = order[b : b + cfg.batch_size]
             pos = positives[rows]
-            neg = rng.integers(1, len(vocab) + 1, size=pos.shape)
-            for _ in range(10):  # resample negatives the user bought (as the reference code)
-                keys = rows[:, None] * stride + neg
-                clash = bought_keys[np.minimum(np.searchsorted(bought_keys, keys), len(bought_keys) - 1)] == keys
-                if not clash.any():
-                    break
-                neg[clash] = rng.integers(1, len(vocab) + 1, size=int(clash.sum()))
+            neg = _negatives(rng, rows, pos.shape, len(vocab), stride, bought_keys)
             width = max(1, int((inputs[rows] > 0).sum(axis=1).max()))  # cut the batch to its longest sequence
             h = model(torch.from_numpy(inputs[rows][:, -width:]))
-            pos_t, neg_t = torch.from_numpy(pos[:, -width:]), torch.from_numpy(neg[:, -width:])
-            pos_logit = (h * model.items(pos_t)).sum(-1)
-            neg_logit = (h * model.items(neg_t)).sum(-1)
-            mask = (pos_t > 0).float()
-            loss = ((bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))) * mask).sum() / mask.sum()
+            loss = _bce_loss(model, h, torch.from_numpy(pos[:, -width:]), torch.from_numpy(neg[:, -width:]), bce)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(rows), count + len(rows)
         losses.append(total / count)
+        if held and (_epoch + 1) % cfg.eval_every == 0:
+            score = _held_out_hr10(model, held, cfg.max_len)
+            if score > best[0]:
+                best = (score, _epoch + 1, {k: v.clone() for k, v in model.state_dict().items()})
+            elif (_epoch + 1 - best[1]) // cfg.eval_every >= cfg.patience:
+                break
     seconds = time.perf_counter() - start
+    if held and best[2] is not None:
+        model.load_state_dict(best[2])
+        logger.info("SASRec: early stop after %d epochs; best held-out HR@10 %.4f at epoch %d", len(losses), best[0],
+                    best[1])
     logger.info("SASRec: %d sequences, %d items, %d epochs in %.1f s, final loss %.4f",
-                len(usable), len(vocab), cfg.epochs, seconds, losses[-1] if losses else float("nan"))
-    return FittedSASRec(model, index, losses, seconds)
+                len(usable), len(vocab), len(losses), seconds, losses[-1] if losses else float("nan"))
+    return FittedSASRec(model, index, losses, seconds, best_epoch=best[1] if held else len(losses))
+
+
+def _held_out_hr10(model: SASRec, held: list[tuple[list[int], int]], max_len: int) -> float:
+    """HR@10 over every item of each held-out last item after its prefix (the prefix's items excluded)."""
+    model.eval()
+    seqs = _left_pad([p for p, _ in held], max_len)
+    hits = 0
+    with torch.no_grad():
+        table = model.items.weight
+        for start in range(0, len(seqs), 512):
+            batch = seqs[start : start + 512]
+            width = max(1, int((batch > 0).sum(axis=1).max()))
+            scores = model(torch.from_numpy(batch[:, -width:]))[:, -1, :] @ table.T
+            scores[:, 0] = -torch.inf
+            rows = torch.arange(len(batch)).unsqueeze(1)
+            scores[rows, torch.from_numpy(batch)] = -torch.inf  # what the user already has
+            truth = torch.tensor([t for _, t in held[start : start + 512]])
+            above = (scores > scores[torch.arange(len(batch)), truth].unsqueeze(1)).sum(dim=1)
+            hits += int((above < 10).sum())  # noqa: PLR2004
+    model.train()
+    return hits / len(held)
