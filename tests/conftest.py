@@ -89,7 +89,8 @@ RUN_PARAMS = {
     "prompts": {"max_train_prompts": 24, "max_validation_prompts": 4, "max_test_prompts": 16},
     "fine_tuning": {"max_steps": 3, "batch_size": 4, "eval_steps": 2, "save_steps": 1, "bf16": False,
                     "logging_steps": 1},
-    "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False, "export_merged": True},
+    "evaluation": {"batch_size": 8, "exact_match_max_prompts": 4, "bf16": False, "export_merged": True,
+                   "llm_protocols": None},  # every protocol, as conf/full (the default scores the first only)
 }
 
 
