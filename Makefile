@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make run    sets everything up, then runs `kedro run` on the embedded default (about 19 minutes on 2 cores)
+#   make run    sets everything up, then runs `kedro run` on the embedded default (under 10 minutes on 2 cores;
+#               `kedro run --env=full`: every comparison at full cost, about 20 minutes)
 #   make test   sets everything up, then runs the tests
 #   make serve  starts the HTTP service on 127.0.0.1:8000 (after `make run`); ENV=industrial for another environment
 VENV ?= .venv
