@@ -52,7 +52,7 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     assert json.loads((data / "08_reporting" / "merged_export_check.json").read_text())["exported"] is True
     assert (data / "06_models" / "merged_model" / "config.json").is_file()
     catalogue = json.loads((data / "08_reporting" / "catalogue_metrics.json").read_text())
-    assert catalogue["reviewers"] == 16 and catalogue["ranker"] == "fusion" and catalogue["num_candidates"] == 50
+    assert catalogue["reviewers"] == 10 and catalogue["ranker"] == "fusion" and catalogue["num_candidates"] == 50  # max_reviewers
     assert {"retriever", "fusion", "fusion_no_llm", "cooccurrence", "popularity", "sasrec"} == set(catalogue["methods"])
     assert set(catalogue["paired"]) == set(catalogue["methods"]) - {"fusion"}
     assert 0 <= catalogue["retriever_recall@50"] <= 1
