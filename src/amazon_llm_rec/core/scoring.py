@@ -110,6 +110,14 @@ def option_texts(prompts: pd.DataFrame, target: str) -> list[list[str]]:
     raise ValueError(f"title-likelihood scoring needs target 'title' or 'letter_and_title', got {target!r}")
 
 
+def _cache_arg(model) -> str:
+    """`cache` where the model's forward takes it (newer transformers), else `past_key_values`."""
+    import inspect  # noqa: PLC0415
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
                  target: str = "title", pad_to_multiple_of: int | None = None,
                  answers: list[list[str]] | None = None) -> np.ndarray:
@@ -134,7 +142,7 @@ def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, 
             ids[r, : len(c)] = torch.tensor(c, device=device)
             mask[r, : len(c)] = 1
         full_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask], dim=1)
-        logits = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False).logits
+        logits = model(input_ids=ids, attention_mask=full_mask, use_cache=False, **{_cache_arg(model): cache}).logits
         logp = torch.cat([first.logits[:, -1:, :].repeat_interleave(k, 0), logits[:, :-1, :]], dim=1)
         logp = torch.log_softmax(logp.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)

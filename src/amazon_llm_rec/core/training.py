@@ -85,6 +85,16 @@ def to_sft_dataset(prompts: pd.DataFrame, target: str = "letter_and_title"):
     )
 
 
+def _checkpointing(on: bool) -> dict[str, bool]:
+    """The trainer's activation-checkpointing switch under its current name (transformers renamed it)."""
+    import dataclasses  # noqa: PLC0415
+
+    from trl import SFTConfig  # noqa: PLC0415
+
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
 def run_key(base_model: str, train: pd.DataFrame, ft: dict[str, Any]) -> str:
     """Hash the base model, training data and settings: the checkpoint folder's name."""
     h = hashlib.sha256(json.dumps(ft, sort_keys=True, default=str).encode())
@@ -292,7 +302,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         bf16=bf16,
         report_to="none",
         completion_only_loss=True,
-        gradient_checkpointing=bool(ft.get("gradient_checkpointing", False)) and backend != "unsloth",
+        **_checkpointing(bool(ft.get("gradient_checkpointing", False)) and backend != "unsloth"),
         train_sampling_strategy="group_by_length" if ft.get("group_by_length", True) else "random",
         padding_free=bool(ft.get("padding_free", False)),
         pad_to_multiple_of=ft.get("pad_to_multiple_of"),
