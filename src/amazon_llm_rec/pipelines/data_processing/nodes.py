@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ...core import synthetic
+from ...core import engine, raw_io, synthetic
 from ...core.errors import ConfigError, EmptyFilterError
-from ...core.raw_io import RawFile, check_bad_lines, json_lines_table, write_json_lines
+from ...core.raw_io import RawFile, write_json_lines
 from ...core.text import clean_title, leaf_category
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
 
 logger = logging.getLogger(__name__)
 
@@ -58,86 +61,78 @@ def _paths(value: str | list[str]) -> list[str]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def read_reviews(raw_files: dict[str, Any], raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read verified reviews (reviewer, product, time) with DuckDB, deduplicated on (reviewer, product).
-
-    Several files (mixed categories) are read one by one and their counts added up."""
-    frames, total = [], {}
-    for path in _paths(raw_files["reviews"]):
-        df, counts = _read_reviews_file(path, raw)
-        frames.append(df)
-        total = {k: total.get(k, 0) + v for k, v in counts.items()}
-    if len(frames) == 1:
-        return frames[0], total
-    both = pd.concat(frames, ignore_index=True)
-    merged = both.groupby(["reviewer_id", "asin"], as_index=False)["unix_time"].min()
-    total["reviews_duplicate_pairs"] += len(both) - len(merged)
-    total["reviews_kept"] = len(merged)
-    return merged.sort_values(["reviewer_id", "unix_time", "asin"]).reset_index(drop=True), total
+def _engine(raw: dict[str, Any]):
+    return engine.connect(engine.EngineConfig.from_params(raw))
 
 
-def _read_reviews_file(path: str, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read one review file's verified reviews with DuckDB, deduplicated on (reviewer, product)."""
+def read_reviews(raw_files: dict[str, Any], raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """Verified reviews (reviewer, product, first time) on the data engine, deduplicated on (reviewer, product).
+
+    Lazy: the returned table is computed when the catalog saves it; the counts are one pass over each file.
+    Several files (mixed categories) are counted one by one and read as one table."""
     import ibis  # noqa: PLC0415
 
-    with json_lines_table(path) as t:
-        rows, bad = check_bad_lines(t, path, raw.get("on_bad_lines", "warn"))
-        j = t.j
-        r = t.filter(j.notnull()).select(
-            reviewer_id=j["reviewerID"].str,
-            asin=j["asin"].str,
-            unix_time=j["unixReviewTime"].int,
-            verified=j["verified"].bool.fill_null(bool(raw.get("verified_default", True))),
-        )
-        complete = r.filter(r.reviewer_id.notnull() & r.asin.notnull() & r.unix_time.notnull())
-        verified = complete.filter(complete.verified)
-        dedup = verified.group_by(["reviewer_id", "asin"]).aggregate(unix_time=verified.unix_time.min())
-        stats = ibis.memtable({"k": [0]}).select(
-            parsed=r.count().as_scalar(),
-            complete=complete.count().as_scalar(),
-            verified=verified.count().as_scalar(),
-            kept=dedup.count().as_scalar(),
-        ).to_pyarrow().to_pylist()[0]
-        df = dedup.order_by(["reviewer_id", "unix_time", "asin"]).to_pandas()
+    con = _engine(raw)
+    tables, total = [], {}
+    for path in _paths(raw_files["reviews"]):
+        table, counts = _read_reviews_file(con, path, raw)
+        tables.append(table)
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
+    verified = tables[0] if len(tables) == 1 else ibis.union(*tables)
+    dedup = verified.group_by(["reviewer_id", "asin"]).aggregate(unix_time=verified.unix_time.min())
+    return dedup.order_by(["reviewer_id", "unix_time", "asin"]), total
+
+
+def _read_reviews_file(con, path: str, raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """One review file's complete, verified reviews (lazy) and its counts (one pass)."""
+    t = raw_io.open_raw(con, path, raw_io.REVIEW_FIELDS)
+    t = t.mutate(verified=t.verified.fill_null(bool(raw.get("verified_default", True))))
+    is_complete = ~t._bad & t.reviewer_id.notnull() & t.asin.notnull() & t.unix_time.notnull()
+    stats = raw_io.execute_row(
+        t, path, **raw_io.line_stats(t),
+        complete=is_complete.cast("int64").sum(),
+        verified=(is_complete & t.verified).cast("int64").sum(),
+    )
+    rows, bad = raw_io.report_bad_lines(con, path, stats["rows"], stats["bad"], raw.get("on_bad_lines", "warn"))
+    complete, verified = int(stats["complete"] or 0), int(stats["verified"] or 0)
     counts = {
         "review_lines_read": rows,
         "review_bad_lines": bad,
-        "reviews_missing_required_fields": stats["parsed"] - stats["complete"],
-        "reviews_unverified": stats["complete"] - stats["verified"],
-        "reviews_duplicate_pairs": stats["verified"] - stats["kept"],
-        "reviews_kept": stats["kept"],
+        "reviews_missing_required_fields": rows - bad - complete,
+        "reviews_unverified": complete - verified,
     }
     logger.info("Reviews from %s: %s", path, counts)
-    if df.empty:
+    if not verified:
         raise EmptyFilterError(f"{path}: no verified review with reviewerID, asin and unixReviewTime is left ({counts})")
-    return df, counts
+    kept = t.filter(is_complete & t.verified).select("reviewer_id", "asin", "unix_time")
+    return kept, {**counts, "reviews_verified": verified}
 
 
-def read_metadata(raw_files: dict[str, Any], reviews: pd.DataFrame, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read title, brand and categories of the reviewed products from the metadata file(s) with DuckDB."""
+def count_reviews_kept(reviews: ir.Table, review_counts: dict[str, int]) -> dict[str, int]:
+    """Count the (reviewer, product) pairs kept and the duplicates dropped, from the saved verified reviews."""
+    kept = int(reviews.count().to_pyarrow().as_py())
+    return {"reviews_duplicate_pairs": int(review_counts["reviews_verified"]) - kept, "reviews_kept": kept}
+
+
+def read_metadata(raw_files: dict[str, Any], reviews: ir.Table, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read title, brand and categories of the reviewed products (one row per metadata line) on the data engine."""
+    con = _engine(raw)
     frames, total = [], {}
+    wanted = reviews.select("asin").distinct()
     for path in _paths(raw_files["meta"]):
-        df, counts = _read_metadata_file(path, reviews, raw)
+        df, counts = _read_metadata_file(con, path, wanted, raw)
         frames.append(df)
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
     return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), total
 
 
-def _read_metadata_file(path: str, reviews: pd.DataFrame, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    import ibis  # noqa: PLC0415
-
-    wanted = ibis.memtable(pd.DataFrame({"asin": reviews["asin"].unique()}))
-    with json_lines_table(path) as t:
-        rows, bad = check_bad_lines(t, path, raw.get("on_bad_lines", "warn"))
-        j = t.j
-        m = t.filter(j.notnull()).select(
-            asin=j["asin"].str,
-            title=j["title"].str,
-            brand=j["brand"].str.fill_null(""),
-            categories=j["category"].try_cast("array<string>"),
-        )
-        m = m.filter(m.asin.isin(wanted.asin))
-        df = m.to_pandas()
+def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    t = raw_io.open_raw(con, path, raw_io.META_FIELDS)
+    stats = raw_io.execute_row(t, path, **raw_io.line_stats(t))
+    rows, bad = raw_io.report_bad_lines(con, path, stats["rows"], stats["bad"], raw.get("on_bad_lines", "warn"))
+    m = t.filter(~t._bad).drop("_bad")
+    m = m.mutate(brand=m.brand.fill_null("")).filter(m.asin.isin(wanted.asin))
+    df = m.to_pyarrow().to_pandas()
     df["categories"] = df["categories"].apply(lambda c: [] if c is None else list(c))
     counts = {"meta_lines_read": rows, "meta_bad_lines": bad, "meta_rows_for_reviewed_products": len(df)}
     logger.info("Metadata from %s: %s", path, counts)
@@ -182,42 +177,56 @@ def clean_items(meta: pd.DataFrame, processing: dict[str, Any]) -> tuple[pd.Data
     return items[["asin", "title", "brand", "categories", "raw_title"]], counts
 
 
-def build_interactions(reviews: pd.DataFrame, items: pd.DataFrame, processing: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Join reviews with clean items and keep reviewers with at least `min_products` products."""
+def build_interactions(reviews: ir.Table, items: pd.DataFrame, processing: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """Join reviews with clean items and keep reviewers with at least `min_products` products (on the engine)."""
+    import ibis  # noqa: PLC0415
+
     min_products = int(processing["min_products"])
-    joined = reviews.merge(items[["asin"]], on="asin", how="inner")
-    per_reviewer = joined.groupby("reviewer_id")["asin"].transform("size")
-    kept = joined[per_reviewer >= min_products].reset_index(drop=True)
+    titled = ibis.memtable(pd.DataFrame({"asin": items["asin"].astype(str)}))
+    joined = reviews.filter(reviews.asin.isin(titled.asin))
+    counted = joined.mutate(_n=joined.asin.count().over(group_by="reviewer_id"))
+    kept = counted.filter(counted._n >= min_products).drop("_n")
+    stats = ibis.memtable({"k": [0]}).select(
+        reviews=reviews.count().as_scalar(),
+        joined=joined.count().as_scalar(),
+        reviewers_before=joined.reviewer_id.nunique().as_scalar(),
+        interactions=kept.count().as_scalar(),
+        reviewers=kept.reviewer_id.nunique().as_scalar(),
+        items_in_interactions=kept.asin.nunique().as_scalar(),
+    ).to_pyarrow().to_pylist()[0]
     counts = {
-        "reviews_without_item_title": len(reviews) - len(joined),
-        "reviewers_before_min_products": int(joined["reviewer_id"].nunique()),
-        "reviewers_short_history": int(joined["reviewer_id"].nunique() - kept["reviewer_id"].nunique()),
-        "interactions": len(kept),
-        "reviewers": int(kept["reviewer_id"].nunique()),
-        "items_in_interactions": int(kept["asin"].nunique()),
+        "reviews_without_item_title": int(stats["reviews"] - stats["joined"]),
+        "reviewers_before_min_products": int(stats["reviewers_before"]),
+        "reviewers_short_history": int(stats["reviewers_before"] - stats["reviewers"]),
+        "interactions": int(stats["interactions"]),
+        "reviewers": int(stats["reviewers"]),
+        "items_in_interactions": int(stats["items_in_interactions"]),
     }
     logger.info("Interactions (min_products=%d): %s", min_products, counts)
-    if kept.empty:
+    if not counts["interactions"]:
         raise EmptyFilterError(
             f"filter min_products={min_products} left no reviewer: {counts['reviewers_before_min_products']} "
-            f"reviewers had {len(joined)} reviews with titled products before it ({counts})"
+            f"reviewers had {stats['joined']} reviews with titled products before it ({counts})"
         )
-    return kept, counts
+    return kept.order_by(["reviewer_id", "unix_time", "asin"]), counts
 
 
-def build_sequences(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Order each reviewer's products by review time, ties broken by ASIN."""
-    ordered = interactions.sort_values(["reviewer_id", "unix_time", "asin"], kind="stable")
-    seq = ordered.groupby("reviewer_id", sort=True).agg(asins=("asin", list), times=("unix_time", list))
-    seq["length"] = seq["asins"].str.len()
-    return seq.reset_index()
+def build_sequences(interactions: ir.Table) -> ir.Table:
+    """Order each reviewer's products by review time, ties broken by ASIN (on the engine, one row a reviewer)."""
+    import ibis  # noqa: PLC0415
+
+    events = ibis.struct({"t": interactions.unix_time, "a": interactions.asin})
+    per = interactions.group_by("reviewer_id").aggregate(ev=events.collect(), length=interactions.count())
+    ordered = per.ev.sort()  # structs sort by time, then ASIN
+    seq = per.select("reviewer_id", asins=ordered.map(lambda e: e.a), times=ordered.map(lambda e: e.t), length=per.length)
+    return seq.order_by("reviewer_id")
 
 
 def summarize_counts(*step_counts: dict[str, int]) -> dict[str, int]:
     """Merge the per-step counts into one report."""
     merged: dict[str, int] = {}
     for counts in step_counts:
-        merged.update({k: int(v) for k, v in counts.items()})
+        merged.update({k: int(v) for k, v in counts.items() if k != "reviews_verified"})
     return merged
 
 
@@ -225,6 +234,7 @@ __all__ = [
     "build_interactions",
     "build_sequences",
     "clean_items",
+    "count_reviews_kept",
     "locate_raw_files",
     "read_metadata",
     "read_reviews",

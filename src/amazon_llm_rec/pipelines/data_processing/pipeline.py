@@ -6,6 +6,7 @@ from .nodes import (
     build_interactions,
     build_sequences,
     clean_items,
+    count_reviews_kept,
     locate_raw_files,
     read_metadata,
     read_reviews,
@@ -14,11 +15,12 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Raw JSON lines -> reviews -> items -> interactions -> reviewer sequences."""
+    """Raw JSON lines -> reviews -> items -> interactions -> reviewer sequences, on the data engine (raw.engine)."""
     return Pipeline(
         [
             Node(locate_raw_files, "params:raw", "raw_files", name="locate_raw_files"),
             Node(read_reviews, ["raw_files", "params:raw"], ["verified_reviews", "review_counts"], name="read_reviews"),
+            Node(count_reviews_kept, ["verified_reviews", "review_counts"], "kept_counts", name="count_reviews_kept"),
             Node(
                 read_metadata,
                 ["raw_files", "verified_reviews", "params:raw"],
@@ -35,7 +37,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(build_sequences, "interactions", "reviewer_sequences", name="build_sequences"),
             Node(
                 summarize_counts,
-                ["review_counts", "meta_counts", "item_counts", "interaction_counts"],
+                ["review_counts", "kept_counts", "meta_counts", "item_counts", "interaction_counts"],
                 "data_processing_counts",
                 name="summarize_counts",
             ),
