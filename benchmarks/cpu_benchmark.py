@@ -30,17 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _prompts(tmp: str):
-    from amazon_llm_rec.pipelines.data_processing import nodes as dp
+    from in_memory import items_and_sequences
+
     from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 
     params = yaml.safe_load((ROOT / "conf/base/parameters_data_processing.yml").read_text())
     prompts = yaml.safe_load((ROOT / "conf/base/parameters_prompt_engineering.yml").read_text())["prompts"]
     raw = {**params["raw"], "data_dir": tmp}
-    files = dp.locate_raw_files(raw)
-    reviews, _ = dp.read_reviews(files, raw)
-    meta, _ = dp.read_metadata(files, reviews, raw)
-    items, _ = dp.clean_items(meta, params["processing"])
-    seq = dp.build_sequences(dp.build_interactions(reviews, items, params["processing"])[0])
+    items, seq = items_and_sequences(raw, params["processing"])
     windows = pe.build_windows(seq, prompts)
     return pe.split_prompts(pe.render_prompts(pe.sample_candidates(windows, seq, prompts), items, prompts))
 

@@ -232,7 +232,7 @@ def _unsloth_scoring(name, args, model_dir, backend, batches, train, test, devic
 
 def _node_scoring(name, args, model_dir, backend, batches, train, test, device) -> list[dict]:
     """Save -> reload -> score through the project's evaluation node."""
-    from amazon_llm_rec.pipelines.evaluation.nodes import score_llms
+    from amazon_llm_rec.pipelines.evaluation.nodes import join_llm_predictions, score_llms
 
     rows: list[dict] = []
     quant = {"quant_type": "nf4", "compute_dtype": "bfloat16" if device == "cuda" else "float32"}
@@ -243,7 +243,8 @@ def _node_scoring(name, args, model_dir, backend, batches, train, test, device) 
               "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
               "exact_match_max_prompts": 0, "max_new_tokens": 8}
         n = min(len(test), args.score_prompts)
-        preds = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
+        shards = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
+        preds = join_llm_predictions(shards, test.iloc[:n], ev)
         for method, part in preds.groupby("method"):
             secs = float(part["score_seconds"].iloc[0])
             rows.append({"what": "score", "setup": f"evaluation node ({method}), {label}, after {name} training",

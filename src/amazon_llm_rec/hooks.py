@@ -48,7 +48,23 @@ class ProjectHooks:
         if missing:
             raise MissingInputError("this run needs datasets that do not exist yet: " + "; ".join(missing) + ". Run those pipelines first, or plain `kedro run`.")
         self._connect_data_engine(catalog)
+        self._only_rank_zero_saves(pipeline, catalog)
         self._import_unsloth_first(catalog)
+
+    @staticmethod
+    def _only_rank_zero_saves(pipeline, catalog) -> None:
+        """Under `torchrun`/`accelerate launch` (data-parallel training), only rank 0 writes the run's outputs."""
+        import os  # noqa: PLC0415
+
+        from kedro.io import MemoryDataset  # noqa: PLC0415
+
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0:
+            return
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        logger.info("Rank %d of %s: this process's outputs stay in memory (rank 0 saves them)", rank,
+                    os.environ.get("WORLD_SIZE"))
 
     @staticmethod
     def _connect_data_engine(catalog) -> None:

@@ -36,9 +36,14 @@ def _df(table) -> pd.DataFrame:
     return table.to_pyarrow().to_pandas()
 
 
+def _read(files, raw=RAW):
+    """parse_reviews then read_reviews, as the pipeline runs them."""
+    return nodes.read_reviews(nodes.parse_reviews(files, raw), raw)
+
+
 def _reviews(files, raw=RAW):
-    """read_reviews, then the kept-pair counts the pipeline adds from the saved table."""
-    table, counts = nodes.read_reviews(files, raw)
+    """_read, then the kept-pair counts the pipeline adds from the saved table."""
+    table, counts = _read(files, raw)
     return table, {**counts, **nodes.count_reviews_kept(table, counts)}
 
 
@@ -106,7 +111,7 @@ def test_on_bad_lines_error_names_file_and_line(tmp_path):
     lines.insert(3, "not json at all")
     files = _write(tmp_path, lines, [{"asin": "P0", "title": "Beaker"}])
     with pytest.raises(RawDataError, match=r"Cat_5\.json\.gz: malformed JSON at line 4"):
-        nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
+        _read(files, {**RAW, "on_bad_lines": "error"})
 
 
 def test_invalid_utf8_lines_are_counted_and_skipped_like_malformed_json(tmp_path, caplog):
@@ -121,16 +126,16 @@ def test_invalid_utf8_lines_are_counted_and_skipped_like_malformed_json(tmp_path
     write_json_lines([{"asin": f"P{i}", "title": f"Beaker {i}"} for i in range(6)], str(tmp_path / "meta_Cat.json.gz"))
     files = {"reviews": str(path), "meta": str(tmp_path / "meta_Cat.json.gz")}
     with caplog.at_level("WARNING"):
-        reviews, c = nodes.read_reviews(files, RAW)
+        reviews, c = _read(files, RAW)
     assert c["review_lines_read"] == 4001 and c["review_bad_lines"] == 2 and "UX" not in set(_df(reviews)["reviewer_id"])
     assert "skipped 2 malformed line(s)" in caplog.text
     with pytest.raises(RawDataError, match=r"Cat_5\.json\.gz: malformed JSON at line 11"):
-        nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
+        _read(files, {**RAW, "on_bad_lines": "error"})
     lines.pop(10)
     with gzip.open(path, "wb") as fh:
         fh.write(b"\n".join(lines) + b"\n")
     with pytest.raises(RawDataError, match=r"at line 3002: 'unreadable line \(invalid encoding\)'"):
-        nodes.read_reviews(files, {**RAW, "on_bad_lines": "error"})
+        _read(files, {**RAW, "on_bad_lines": "error"})
 
 
 def test_truncated_gzip_names_the_file(tmp_path, synthetic_raw):
@@ -138,7 +143,7 @@ def test_truncated_gzip_names_the_file(tmp_path, synthetic_raw):
     broken = tmp_path / "Broken_5.json.gz"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(RawDataError, match="Broken_5.json.gz.*truncated"):
-        nodes.read_reviews({"reviews": str(broken), "meta": synthetic_raw["meta"]}, RAW)
+        _read({"reviews": str(broken), "meta": synthetic_raw["meta"]}, RAW)
 
 
 def test_missing_file_names_the_path_and_how_to_get_it(tmp_path):
@@ -175,7 +180,7 @@ def test_titles_recovered_from_duplicate_rows_and_brand_category(tmp_path):
             {"asin": "P1", "title": '<span class="a-size-medium"', "brand": "Conde", "category": ["Mags", "Fashion &amp; Style"]},
             {"asin": "P2", "title": "", "brand": ""}]
     meta += [{"asin": f"P{i}", "title": f"Flask {i}"} for i in (3, 4)]
-    reviews_df, c1 = nodes.read_reviews(_write(tmp_path, reviews, meta), RAW)
+    reviews_df, c1 = _read(_write(tmp_path, reviews, meta), RAW)
     meta_df, _ = nodes.read_metadata({"meta": str(tmp_path / "meta_Cat.json.gz")}, reviews_df, RAW)
     items, counts = nodes.clean_items(meta_df, PROC)
     titles = items.set_index("asin")["title"]
@@ -227,7 +232,7 @@ def test_read_is_not_confused_by_files_named_gz_that_are_plain(tmp_path, synthet
     plain = tmp_path / "Plain_5.json.gz"
     with gzip.open(synthetic_raw["reviews"], "rb") as src, open(plain, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    df, counts = nodes.read_reviews({"reviews": str(plain)}, RAW)
+    df, counts = _read({"reviews": str(plain)}, RAW)
     assert counts["review_bad_lines"] == 2 and len(_df(df)) > 100
 
 

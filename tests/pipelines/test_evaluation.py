@@ -41,6 +41,19 @@ def test_popularity_and_cooccurrence_known_answers(hand_made):
     assert scores["random"].shape == (1, 4)
 
 
+@pytest.mark.parametrize("window", [0, 2])
+def test_cooccurrence_restricted_to_histories_and_candidates_keeps_their_counts(window):
+    rng = np.random.default_rng(3)
+    fitted = [[f"P{i}" for i in rng.choice(60, size=rng.integers(2, 12), replace=False)] for _ in range(400)]
+    rows, cols = {f"P{i}" for i in range(0, 60, 7)}, {f"P{i}" for i in range(0, 60, 5)}
+    full = baselines.cooccurrence(fitted, window)
+    part = baselines.cooccurrence(fitted, window, rows=rows, cols=cols)
+    assert set(part) <= rows and all(set(c) <= cols for c in part.values())
+    for a in rows:
+        for b in cols:
+            assert part[a][b] == full[a][b]
+
+
 def test_metrics_known_values():
     prompts = pd.DataFrame({"reviewer_id": list("abcd"), "target_asin": list("wxyz"), "correct_letter": list("ABCD"),
                             "output": ["A) one", "B) two", "C) three", "D) four"]})
@@ -116,7 +129,8 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     ds.save(adapter)
     ev = {"device": "cpu", "bf16": False, "batch_size": 4, "max_new_tokens": 4, "exact_match_max_prompts": 3, "seed": 0,
           "scoring": mode}
-    preds = nodes.score_llms(_prompts(), tiny_llama, ds.load(), {"target": "title"}, ev)
+    preds = nodes.join_llm_predictions(nodes.score_llms(_prompts(), tiny_llama, ds.load(), {"target": "title"}, ev),
+                                       _prompts(), ev)
     assert (preds["expected_output"] == [f"Item {c}" for c in "ABCDAB"] * 2).all()
     assert list(preds["method"].unique()) == ["zero_shot", "fine_tuned"]
     assert preds["generated"].notna().sum() == 6  # 3 per model
@@ -138,6 +152,40 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     assert len(errors) == int((tuned.predicted_letter != tuned.correct_letter).sum())
     if len(errors):
         assert errors["prediction"].iloc[0][1] == ")" and errors["truth"].iloc[0].startswith(tuple("ABCD"))
+
+
+def test_two_shards_of_the_llm_scoring_joined_equal_one_shard(tiny_llama, tmp_path):
+    from amazon_llm_rec.core.errors import ConfigError
+    from amazon_llm_rec.core.sharding import Shard
+    from amazon_llm_rec.core.training import train_adapter
+    from amazon_llm_rec.datasets import LoRAAdapterDataset
+    from tests.pipelines.test_fine_tuning import FT
+
+    adapter, _ = train_adapter(tiny_llama, _prompts(8), _prompts(4), {**FT, "checkpoint_dir": str(tmp_path / "c"), "max_steps": 1})
+    ds = LoRAAdapterDataset(str(tmp_path / "adapter"))
+    ds.save(adapter)
+    prompts = pd.concat([_prompts(8).assign(protocol="main"), _prompts(8).assign(protocol="uniform_20")], ignore_index=True)
+    ev = {"device": "cpu", "bf16": False, "batch_size": 1, "max_new_tokens": 3, "exact_match_max_prompts": 3, "seed": 0,
+          "llm_protocols": None}
+
+    def run(index, count):
+        return nodes.score_llms(prompts, tiny_llama, ds.load(), {"target": "title"}, {**ev, "shard": {"index": index, "count": count}})
+
+    one = nodes.join_llm_predictions(run(0, 1), prompts, ev)
+    parts = {**run(0, 2), **run(1, 2)}
+    assert set(parts) == {"shard-0-of-2", "shard-1-of-2"} and all(len(p) for p in parts.values())
+    assert len(Shard(0, 2).take(prompts)) < len(prompts)
+    two = nodes.join_llm_predictions(parts, prompts, {**ev, "shard": {"index": 0, "count": 2}})
+    def same(frame):  # as stored: timings differ by run, a missing answer is None in Parquet either way
+        frame = frame.drop(columns="score_seconds")
+        return frame.assign(generated=frame["generated"].astype(object).where(frame["generated"].notna(), None))
+
+    pd.testing.assert_frame_equal(same(two), same(one))
+    assert two["generated"].notna().sum() == 6  # exact match on the same 3 prompts a model, as unsharded
+    with pytest.raises(ConfigError, match=r"llm_prediction_shards: 1 of 2 shard\(s\) not written yet \(shard-1-of-2\)"):
+        nodes.join_llm_predictions({"shard-0-of-2": parts["shard-0-of-2"]}, prompts, {**ev, "shard": {"count": 2}})
+    with pytest.raises(ConfigError, match="evaluation.shard: index must be in 0..count-1"):
+        run(2, 2)
 
 
 def test_merged_export_rechecks_validation_accuracy(tiny_llama, tmp_path):
@@ -235,6 +283,16 @@ def test_sasrec_stops_early_on_held_out_last_items_and_keeps_the_best_epoch():
     assert all(f"P{(s + 5) % 40}" in t for s, t in enumerate(top))  # the next product is in every top 10
 
 
+def test_sasrec_stops_at_its_time_budget_and_says_so(caplog):
+    from amazon_llm_rec.core.sasrec import SASRecConfig, fit_sasrec
+
+    seqs = [[f"P{(s + i) % 40}" for i in range(8)] for s in range(300)]
+    with caplog.at_level("WARNING"):
+        fitted = fit_sasrec(seqs, SASRecConfig(epochs=200, max_len=10, max_minutes=0.0))
+    assert len(fitted.losses) == 1  # the epoch that crossed a zero budget, then it stops
+    assert "stopped at its time budget (sasrec.max_minutes 0.0) after 1 of 200 epochs" in caplog.text
+
+
 def test_sasrec_baseline_scores_every_candidate_of_the_test_prompts(hand_made):
     seqs, test = hand_made
     params = {"seed": 0, "baselines": ["sasrec"], "sasrec": {"epochs": 2, "max_len": 5}}
@@ -302,8 +360,10 @@ def test_intervals_for_every_metric_and_precision_recall_f1_as_scikit_learn():
 def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made, monkeypatch):
     seqs, test = hand_made
     fits = []
-    real_fit = baselines.fit_sasrec
-    monkeypatch.setattr(baselines, "fit_sasrec", lambda *a: fits.append(1) or real_fit(*a))
+    from amazon_llm_rec.core import sasrec
+
+    real_fit = sasrec.fit_sasrec  # imported by the baselines when SASRec runs (torch stays out of the others)
+    monkeypatch.setattr(sasrec, "fit_sasrec", lambda *a: fits.append(1) or real_fit(*a))
     items = pd.DataFrame({"asin": list(TITLES), "title": list(TITLES.values())})
     stored = pd.concat([test.assign(protocol="p4"),
                         test.assign(protocol="p3", candidate_asins=[["Y", "Z", "W"]], correct_letter=["A"])],

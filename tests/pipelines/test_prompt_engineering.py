@@ -181,3 +181,36 @@ def test_split_leakage_shows_the_random_split_leaks():
     assert llo["test_target_in_same_reviewers_train_prompts"] == 0 and llo["test_prompt_before_a_train_prompt"] == 0
     assert rnd["test_target_in_same_reviewers_train_prompts"] > 0.3 and rnd["test_prompt_before_a_train_prompt"] > 0.3
     assert llo["test_reviewer_in_train"] == 1.0
+
+
+def _windows_one_row_each(sequences: pd.DataFrame, prompts: dict) -> pd.DataFrame:
+    """The reference: every window built as a row, split, then capped with pandas' `sample` (the earlier code)."""
+    h, min_h = prompts["history_size"], prompts.get("min_history", prompts["history_size"])
+    rows = [(rid, pos, list(seq)[max(0, pos - h):pos], seq[pos], "test" if pos == len(seq) - 1 else
+             "validation" if pos == len(seq) - 2 else "train")
+            for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True) for pos in range(min_h, len(seq))]
+    w = pd.DataFrame(rows, columns=["reviewer_id", "position", "history_asins", "target_asin", "split"])
+    if prompts["split"] == "paper_random":
+        w["split"] = np.random.default_rng(prompts["seed"]).choice(["train", "validation", "test"], size=len(w),
+                                                                   p=prompts["paper_fractions"])
+    parts = []
+    for i, split in enumerate(["train", "validation", "test"]):
+        part, cap = w[w["split"] == split], prompts.get(f"max_{split}_prompts")
+        parts.append(part if cap is None or len(part) <= cap else part.sample(n=cap, random_state=prompts["seed"] + i).sort_index())
+    return pd.concat(parts).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("extra", [{}, {"max_train_prompts": 40, "max_validation_prompts": 7, "max_test_prompts": 9},
+                                   {"split": "paper_random", "max_train_prompts": 30, "max_test_prompts": None},
+                                   {"min_history": 2, "max_train_prompts": 11}])
+def test_windows_built_from_arrays_equal_one_row_a_window_then_sampled(extra):
+    rng = np.random.default_rng(0)
+    sequences = pd.DataFrame({"reviewer_id": [f"U{i:03d}" for i in range(120)],
+                              "asins": [[f"P{j}" for j in rng.choice(90, size=rng.integers(5, 14), replace=False)]
+                                        for _ in range(120)]})
+    prompts = {"history_size": 4, "min_history": 4, "seed": 3, "split": "leave_last_out",
+               "paper_fractions": [0.8, 0.1, 0.1], "max_train_prompts": None, "max_validation_prompts": None,
+               "max_test_prompts": None, **extra}
+    got = nodes.build_windows(sequences, prompts)
+    want = _windows_one_row_each(sequences, prompts)
+    pd.testing.assert_frame_equal(got.assign(history_asins=got["history_asins"].map(list)), want)

@@ -44,3 +44,27 @@ def test_recommend_for_every_reviewer_without_the_llm(ran_project, monkeypatch):
     out = pd.read_parquet(ran_project / "data" / "07_model_output" / "recommendations.parquet")
     sequences = pd.read_parquet(ran_project / "data" / "04_feature" / "reviewer_sequences.parquet")
     assert out["reviewer_id"].nunique() == len(sequences) and len(out) == 3 * len(sequences)
+
+
+def test_two_recommend_shards_joined_equal_one_shard(ran_project, monkeypatch):
+    from amazon_llm_rec.core.errors import ConfigError
+
+    monkeypatch.chdir(ran_project)
+    out = ran_project / "data" / "07_model_output"
+    base = {"ranker": "fusion_no_llm", "k": 3}
+    with kedro_session(ran_project, extra={"recommend": base}) as session:
+        session.run(pipeline_name="recommend")
+    one = pd.read_parquet(out / "recommendations.parquet")
+    for index in (0, 1):
+        with kedro_session(ran_project, extra={"recommend": {**base, "shard": {"index": index, "count": 2}}}) as session:
+            session.run(pipeline_name="recommend", node_names=["recommend_batch"])
+    parts = {i: pd.read_parquet(out / "recommendation_shards" / f"shard-{i}-of-2.parquet") for i in (0, 1)}
+    assert len(parts[0]) and len(parts[1]) and not set(parts[0]["reviewer_id"]) & set(parts[1]["reviewer_id"])
+    with kedro_session(ran_project, extra={"recommend": {**base, "shard": {"count": 2}}}) as session:
+        session.run(pipeline_name="recommend", node_names=["join_recommendations"])
+    two = pd.read_parquet(out / "recommendations.parquet")
+    pd.testing.assert_frame_equal(two, one)
+    (out / "recommendation_shards" / "shard-1-of-2.parquet").unlink()
+    with kedro_session(ran_project, extra={"recommend": {**base, "shard": {"count": 2}}}) as session, \
+            pytest.raises(ConfigError, match=r"1 of 2 shard\(s\) not written yet \(shard-1-of-2\)"):
+        session.run(pipeline_name="recommend", node_names=["join_recommendations"])

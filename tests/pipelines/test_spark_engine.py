@@ -38,7 +38,8 @@ def _pipeline(files: dict, raw: dict, tmp_path) -> tuple[pd.DataFrame, pd.DataFr
         ds.save(table)
         return ds.load()
 
-    reviews, c1 = nodes.read_reviews(files, raw)
+    parsed = through("parsed_reviews", nodes.parse_reviews(files, raw))
+    reviews, c1 = nodes.read_reviews(parsed, raw)
     reviews = through("verified_reviews", reviews)
     kept = nodes.count_reviews_kept(reviews, c1)
     meta, c2 = nodes.read_metadata(files, reviews, raw)
@@ -79,7 +80,7 @@ def test_pyspark_counts_and_skips_malformed_lines_like_duckdb(tmp_path):
     assert results["pyspark"][2] == results["duckdb"][2]
     assert results["pyspark"][2]["review_bad_lines"] == 1 and results["pyspark"][2]["review_lines_read"] == 61
     with pytest.raises(RawDataError, match=r"Cat_5\.json\.gz: malformed JSON at line 8"):
-        nodes.read_reviews(files, _raw("pyspark", on_bad_lines="error"))
+        nodes.read_reviews(nodes.parse_reviews(files, _raw("pyspark")), _raw("pyspark", on_bad_lines="error"))
 
 
 def test_engine_parameters_are_checked():

@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sasrec import SASRecConfig, fit_sasrec
-
 logger = logging.getLogger(__name__)
 
 
@@ -30,15 +28,28 @@ def popularity(fitted: list[list[str]]) -> Counter:
     return Counter(a for seq in fitted for a in seq)
 
 
-def cooccurrence(fitted: list[list[str]], window: int) -> dict[str, Counter]:
-    """Count item pairs reviewed by the same reviewer within `window` positions (0: anywhere)."""
+def cooccurrence(fitted: list[list[str]], window: int, rows: set[str] | None = None,
+                 cols: set[str] | None = None) -> dict[str, Counter]:
+    """Count item pairs reviewed by the same reviewer within `window` positions (0: anywhere).
+
+    With `rows` (and `cols`), only counts[a][b] for a in rows (and b in cols) are kept (the same values): what
+    scoring known candidates after known histories needs, in memory that does not grow with the catalogue."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for seq in fitted:
+        if rows is not None and rows.isdisjoint(seq):
+            continue
         for i, a in enumerate(seq):
             stop = len(seq) if window <= 0 else min(len(seq), i + window + 1)
             for b in seq[i + 1 : stop]:
-                if a != b:
+                if a == b:
+                    continue
+                if rows is None:
                     counts[a][b] += 1
+                    counts[b][a] += 1
+                    continue
+                if a in rows and (cols is None or b in cols):
+                    counts[a][b] += 1
+                if b in rows and (cols is None or a in cols):
                     counts[b][a] += 1
     return counts
 
@@ -141,7 +152,8 @@ def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params:
         elif method == "popularity":
             out[method] = pop_scores + jitter
         elif method == "cooccurrence":
-            cooc = cooccurrence(fitted, int(params.get("cooccurrence_window", 0)))
+            cooc = cooccurrence(fitted, int(params.get("cooccurrence_window", 0)),
+                                rows={h for hist in hists for h in hist}, cols={c for row in cands for c in row})
             co = np.array([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)],
                           dtype=float)
             out[method] = co + 1e-3 * pop_norm + jitter  # popularity breaks ties
@@ -157,6 +169,8 @@ def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params:
         else:
             key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
             if key not in cache:
+                from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
+
                 cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
             model = cache[key]
             seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))

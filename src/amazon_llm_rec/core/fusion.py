@@ -22,7 +22,6 @@ import pandas as pd
 
 from . import baselines
 from .errors import ConfigError
-from .sasrec import SASRecConfig, fit_sasrec
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,10 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
     prefixes = [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
     titles = dict(zip(items["asin"], items["title"].fillna(""), strict=True))
     out: dict[str, np.ndarray] = {}
-    cooc = baselines.cooccurrence(fitted, 0) if {"cooccurrence", "cooccurrence_all"} & set(names) else {}
+    cooc = {}
+    if {"cooccurrence", "cooccurrence_all"} & set(names):  # only the pairs these histories and candidates need
+        cooc = baselines.cooccurrence(fitted, 0, rows={h for seq in (*hists, *prefixes) for h in seq},
+                                      cols={c for row in cands for c in row})
     for name in names:
         if name == "cooccurrence":
             out[name] = np.log1p([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)])
@@ -76,6 +78,8 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
         elif name == "sasrec":
             key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
             if key not in cache:
+                from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
+
                 cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
             out[name] = cache[key].score(prefixes, cands)
     return {k: np.asarray(v, dtype=float) for k, v in out.items()}

@@ -155,6 +155,9 @@ META_FIELDS: dict[str, tuple[str, str]] = {
     "brand": ("brand", "string"),
     "categories": ("category", "array<string>"),
 }
+# longest line read (the 2018 metadata's longest lines hold long descriptions); DuckDB's read buffer is 4x it, so
+# this bounds memory too (its default buffer of 16x a 64 MiB limit asked for a 1 GiB block at 5M reviews)
+MAX_LINE_BYTES = 8 * 1024 * 1024
 _SPARK_TYPES = {"string": "STRING", "int64": "BIGINT", "boolean": "BOOLEAN", "array<string>": "ARRAY<STRING>"}
 
 
@@ -186,32 +189,34 @@ def open_raw(con, path: str, fields: dict[str, tuple[str, str]]):
 
 
 def _duckdb_rows(con, source: str, path: str, fields: dict[str, tuple[str, str]]):
-    lines = con.read_csv(
-        source,
-        columns={"line": "VARCHAR"},
-        delim="\x01",
-        quote="",
-        escape="",
-        header=False,
-        auto_detect=False,
-        max_line_size=64 * 1024 * 1024,
-        compression="gzip" if _is_gzip(source) else "none",
+    # One SQL query, DuckDB's own: every line parsed as JSON once, and the fields taken with one json_extract
+    # (Ibis's per-field accessors re-parse the line for each field: 9 parses a line, 5x slower at 1M reviews).
+    quoted = source.replace("'", "''")
+    rejects = _rejects_name(path)
+    reader = (
+        f"read_csv('{quoted}', columns={{'line': 'VARCHAR'}}, delim='\\x01', quote='', escape='', header=false, "
+        f"auto_detect=false, max_line_size={MAX_LINE_BYTES}, buffer_size={4 * MAX_LINE_BYTES}, "
+        f"compression='{'gzip' if _is_gzip(source) else 'none'}', "
         # a line DuckDB cannot read (invalid UTF-8, say) is skipped and recorded, then counted as bad
-        ignore_errors=True,
-        store_rejects=True,
-        rejects_table=_rejects_name(path),
-        rejects_scan=_rejects_name(path) + "_scan",
+        f"ignore_errors=true, store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan')"
     )
-    lines = lines.filter(lines.line.strip().length() > 0)
-    t = lines.mutate(j=lines.line.try_cast("json")).drop("line")
-    j = t.j
-    accessors = {
-        "string": lambda v: v.str,
-        "int64": lambda v: v.int,
-        "boolean": lambda v: v.bool,
-        "array<string>": lambda v: v.try_cast("array<string>"),
+    take = {
+        "string": "CASE WHEN json_type({v}) = 'VARCHAR' THEN {v} ->> '$' END",
+        "int64": "CASE WHEN json_type({v}) IN ('UBIGINT', 'BIGINT') THEN CAST({v} AS BIGINT) END",
+        "boolean": "CASE WHEN json_type({v}) = 'BOOLEAN' THEN CAST({v} AS BOOLEAN) END",
+        "array<string>": "TRY_CAST({v} AS VARCHAR[])",
     }
-    return t.select(**{out: accessors[kind](j[key]) for out, (key, kind) in fields.items()}, _bad=j.isnull())
+    paths = ", ".join(f"'$.{key}'" for key, _ in fields.values())
+    columns = ", ".join(f"{take[kind].format(v=f'v[{i + 1}]')} AS \"{out}\""
+                        for i, (out, (_, kind)) in enumerate(fields.items()))
+    sql = (
+        f"SELECT {columns}, j IS NULL AS _bad FROM ("
+        f"SELECT j, json_extract(j, [{paths}]) AS v FROM ("
+        f"SELECT TRY_CAST(line AS JSON) AS j FROM {reader} WHERE length(trim(line)) > 0))"
+    )
+    view = f"{rejects}_{len(fields)}_rows"
+    con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {sql}")
+    return con.table(view)
 
 
 def _spark_rows(con, source: str, fields: dict[str, tuple[str, str]]):

@@ -107,7 +107,7 @@ class LLMScorer:
             prompts = pd.DataFrame({"instruction": self.instruction,
                                     "input": [history_input(history_titles[i]) for i in rows]})
             scores = score_titles(self.model, self.tokenizer, prompts, self.batch_size, desc="LLM re-ranking",
-                                  answers=[list(candidate_titles[i]) for i in rows])
+                                  answers=[list(candidate_titles[i]) for i in rows], options_per_pass=None)
             for j, i in enumerate(rows):
                 out[i] = scores[j].astype(float)
         return out

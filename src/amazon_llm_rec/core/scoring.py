@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -120,33 +121,43 @@ def _cache_arg(model) -> str:
 
 def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
                  target: str = "title", pad_to_multiple_of: int | None = None,
-                 answers: list[list[str]] | None = None) -> np.ndarray:
+                 answers: list[list[str]] | None = None, options_per_pass: int | None = 5) -> np.ndarray:
     """Return each option's mean log-likelihood per answer token [N, options] (the paper's 'highest
     probability' read literally). The prompt runs once; its KV cache is shared by the options.
 
-    `answers` (the same number per prompt) replaces the options' texts, e.g. for 50 retrieved titles."""
+    `answers` (the same number per prompt) replaces the options' texts, e.g. for 50 retrieved titles.
+    `options_per_pass` options of every prompt go through one answer pass (None: all of them): the prompt's KV
+    cache is copied that many times, and the answer logits are that many rows, so memory stays bounded with 20
+    or 50 options (all 20 at once held ~5 GB of copies and logits for a batch of 16 with SmolLM2-135M)."""
     import torch  # noqa: PLC0415
 
     answers = option_texts(prompts, target) if answers is None else answers
     k = len(answers[0])
+    group = k if not options_per_pass else max(1, min(int(options_per_pass), k))
     out = np.zeros((len(prompts), k), dtype=np.float32)
     for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):
         device = enc["input_ids"].device
         first = model(**enc, use_cache=True, logits_to_keep=1)
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(k)  # the prompt's KV cache, once per option
-        conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i]]
-        ids = torch.full((len(conts), max(len(c) for c in conts)), tokenizer.pad_token_id, device=device)
-        mask = torch.zeros_like(ids)
-        for r, c in enumerate(conts):
-            ids[r, : len(c)] = torch.tensor(c, device=device)
-            mask[r, : len(c)] = 1
-        full_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask], dim=1)
-        logits = model(input_ids=ids, attention_mask=full_mask, use_cache=False, **{_cache_arg(model): cache}).logits
-        logp = torch.cat([first.logits[:, -1:, :].repeat_interleave(k, 0), logits[:, :-1, :]], dim=1)
-        logp = torch.log_softmax(logp.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
-        out[idx] = mean.view(len(idx), k).cpu().numpy()
+        last = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # [batch, vocab]: each answer's first token
+        for lo in range(0, k, group):
+            hi = min(k, lo + group)
+            width = hi - lo
+            cache = first.past_key_values if hi == k and lo == 0 else copy.deepcopy(first.past_key_values)
+            cache.batch_repeat_interleave(width)  # the prompt's KV cache, once per option of this pass
+            conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i][lo:hi]]
+            ids = torch.full((len(conts), max(len(c) for c in conts)), tokenizer.pad_token_id, device=device)
+            mask = torch.zeros_like(ids)
+            for r, c in enumerate(conts):
+                ids[r, : len(c)] = torch.tensor(c, device=device)
+                mask[r, : len(c)] = 1
+            full_mask = torch.cat([enc["attention_mask"].repeat_interleave(width, 0), mask], dim=1)
+            logits = model(input_ids=ids, attention_mask=full_mask, use_cache=False, **{_cache_arg(model): cache}).logits
+            del cache
+            head = last.repeat_interleave(width, 0).gather(-1, ids[:, :1]).squeeze(-1)
+            rest = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            logp = torch.cat([head.unsqueeze(1), rest], dim=1)
+            mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[idx, lo:hi] = mean.view(len(idx), width).cpu().numpy()
     return out
 
 

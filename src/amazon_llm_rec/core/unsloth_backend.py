@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def load_unsloth(base_path: str, ft: dict[str, Any]):
-    """Load `base_path` in 4 bits with Unsloth and add its LoRA adapters; return (model, tokenizer)."""
+def load_unsloth(base_path: str, ft: dict[str, Any], device: str | None = None):
+    """Load `base_path` in 4 bits with Unsloth and add its LoRA adapters; return (model, tokenizer).
+
+    `device` ('cuda:<local rank>') places the whole model on one GPU: each process of a data-parallel run
+    (`accelerate launch`/`torchrun`, Unsloth's DDP guide) holds its own copy."""
     import torch  # noqa: PLC0415
     import unsloth  # noqa: F401, PLC0415 - before transformers/peft/trl where possible
     from unsloth import FastLanguageModel  # noqa: PLC0415
@@ -23,6 +26,7 @@ def load_unsloth(base_path: str, ft: dict[str, Any]):
         max_seq_length=int(ft["max_seq_length"]),
         dtype=torch.bfloat16 if ft.get("bf16", True) else torch.float16,
         load_in_4bit=bool(ft.get("load_in_4bit", True)),
+        **({"device_map": {"": device}} if device else {}),
     )
     tokenizer = prepare_tokenizer(tokenizer)
     model = FastLanguageModel.get_peft_model(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ...core import engine, raw_io, synthetic
-from ...core.errors import ConfigError, EmptyFilterError
+from ...core.errors import ConfigError, EmptyFilterError, RawDataError
 from ...core.raw_io import RawFile, write_json_lines
 from ...core.text import clean_title, leaf_category
 
@@ -65,47 +65,56 @@ def _engine(raw: dict[str, Any]):
     return engine.connect(engine.EngineConfig.from_params(raw))
 
 
-def read_reviews(raw_files: dict[str, Any], raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
-    """Verified reviews (reviewer, product, first time) on the data engine, deduplicated on (reviewer, product).
+def parse_reviews(raw_files: dict[str, Any], raw: dict[str, Any]) -> ir.Table:
+    """Every non-blank line of the review file(s) as typed fields on the data engine (lazy: one pass when saved).
 
-    Lazy: the returned table is computed when the catalog saves it; the counts are one pass over each file.
-    Several files (mixed categories) are counted one by one and read as one table."""
+    Columns: reviewer_id, asin, unix_time, verified (NULL where absent), `_bad` (not JSON) and `_file`."""
     import ibis  # noqa: PLC0415
 
     con = _engine(raw)
-    tables, total = [], {}
-    for path in _paths(raw_files["reviews"]):
-        table, counts = _read_reviews_file(con, path, raw)
-        tables.append(table)
-        total = {k: total.get(k, 0) + v for k, v in counts.items()}
-    verified = tables[0] if len(tables) == 1 else ibis.union(*tables)
-    dedup = verified.group_by(["reviewer_id", "asin"]).aggregate(unix_time=verified.unix_time.min())
-    return dedup.order_by(["reviewer_id", "unix_time", "asin"]), total
+    tables = [raw_io.open_raw(con, path, raw_io.REVIEW_FIELDS).mutate(_file=ibis.literal(path))
+              for path in _paths(raw_files["reviews"])]
+    return tables[0] if len(tables) == 1 else ibis.union(*tables)
 
 
-def _read_reviews_file(con, path: str, raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
-    """One review file's complete, verified reviews (lazy) and its counts (one pass)."""
-    t = raw_io.open_raw(con, path, raw_io.REVIEW_FIELDS)
-    t = t.mutate(verified=t.verified.fill_null(bool(raw.get("verified_default", True))))
+def read_reviews(parsed_reviews: ir.Table, raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """Verified reviews (reviewer, product, first time), deduplicated on (reviewer, product), and per-file counts.
+
+    Bad lines are counted (and located when `raw.on_bad_lines: error`) per file; several files (mixed
+    categories) are added up. The returned table is lazy: the catalog's dataset writes it."""
+    t = parsed_reviews.mutate(verified=parsed_reviews.verified.fill_null(bool(raw.get("verified_default", True))))
     is_complete = ~t._bad & t.reviewer_id.notnull() & t.asin.notnull() & t.unix_time.notnull()
-    stats = raw_io.execute_row(
-        t, path, **raw_io.line_stats(t),
+    stats = t.group_by("_file").aggregate(
+        **raw_io.line_stats(t),
         complete=is_complete.cast("int64").sum(),
         verified=(is_complete & t.verified).cast("int64").sum(),
     )
-    rows, bad = raw_io.report_bad_lines(con, path, stats["rows"], stats["bad"], raw.get("on_bad_lines", "warn"))
-    complete, verified = int(stats["complete"] or 0), int(stats["verified"] or 0)
-    counts = {
-        "review_lines_read": rows,
-        "review_bad_lines": bad,
-        "reviews_missing_required_fields": rows - bad - complete,
-        "reviews_unverified": complete - verified,
-    }
-    logger.info("Reviews from %s: %s", path, counts)
-    if not verified:
-        raise EmptyFilterError(f"{path}: no verified review with reviewerID, asin and unixReviewTime is left ({counts})")
-    kept = t.filter(is_complete & t.verified).select("reviewer_id", "asin", "unix_time")
-    return kept, {**counts, "reviews_verified": verified}
+    try:
+        rows = stats.to_pyarrow().to_pylist()
+    except Exception as exc:  # noqa: BLE001 - DuckDB and Spark raise several types for broken gzip/encoding
+        raise RawDataError(
+            f"review file(s) cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+            "The file may be truncated or corrupt: download it again."
+        ) from exc
+    total: dict[str, int] = {}
+    backend = parsed_reviews.get_backend()
+    for row in sorted(rows, key=lambda r: r["_file"]):
+        path = row["_file"]
+        lines, bad = raw_io.report_bad_lines(backend, path, row["rows"], row["bad"], raw.get("on_bad_lines", "warn"))
+        complete, verified = int(row["complete"] or 0), int(row["verified"] or 0)
+        counts = {
+            "review_lines_read": lines,
+            "review_bad_lines": bad,
+            "reviews_missing_required_fields": lines - bad - complete,
+            "reviews_unverified": complete - verified,
+        }
+        logger.info("Reviews from %s: %s", path, counts)
+        if not verified:
+            raise EmptyFilterError(f"{path}: no verified review with reviewerID, asin and unixReviewTime is left ({counts})")
+        total = {k: total.get(k, 0) + v for k, v in {**counts, "reviews_verified": verified}.items()}
+    kept = t.filter(is_complete & t.verified)
+    dedup = kept.group_by(["reviewer_id", "asin"]).aggregate(unix_time=kept.unix_time.min())
+    return dedup.order_by(["reviewer_id", "unix_time", "asin"]), total
 
 
 def count_reviews_kept(reviews: ir.Table, review_counts: dict[str, int]) -> dict[str, int]:
@@ -236,6 +245,7 @@ __all__ = [
     "clean_items",
     "count_reviews_kept",
     "locate_raw_files",
+    "parse_reviews",
     "read_metadata",
     "read_reviews",
     "summarize_counts",

@@ -8,6 +8,7 @@ from .nodes import (
     clean_items,
     count_reviews_kept,
     locate_raw_files,
+    parse_reviews,
     read_metadata,
     read_reviews,
     summarize_counts,
@@ -19,7 +20,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(locate_raw_files, "params:raw", "raw_files", name="locate_raw_files"),
-            Node(read_reviews, ["raw_files", "params:raw"], ["verified_reviews", "review_counts"], name="read_reviews"),
+            Node(parse_reviews, ["raw_files", "params:raw"], "parsed_reviews", name="parse_reviews"),
+            Node(read_reviews, ["parsed_reviews", "params:raw"], ["verified_reviews", "review_counts"], name="read_reviews"),
             Node(count_reviews_kept, ["verified_reviews", "review_counts"], "kept_counts", name="count_reviews_kept"),
             Node(
                 read_metadata,

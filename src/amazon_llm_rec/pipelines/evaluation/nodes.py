@@ -13,6 +13,7 @@ from ...core import baselines, catalogue, fusion, recommender, scoring
 from ...core.errors import ConfigError
 from ...core.metrics import method_metrics, paired_bootstrap
 from ...core.models import load_model, load_tokenizer, resolve_device
+from ...core.sharding import Shard, join_shards
 from ...core.training import completion_text
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any],
         return scoring.score_options(model, tokenizer, prompts, batch, desc=desc, pad_to_multiple_of=pad)
     if mode == "title_likelihood":
         answer = "letter_and_title" if target == "letter_and_title" else "title"
-        return scoring.score_titles(model, tokenizer, prompts, batch, desc=desc, target=answer, pad_to_multiple_of=pad)
+        return scoring.score_titles(model, tokenizer, prompts, batch, desc=desc, target=answer, pad_to_multiple_of=pad,
+                                    options_per_pass=evaluation.get("options_per_pass", 5))
     raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
 
 
@@ -39,7 +41,9 @@ def _pointwise(prompts: pd.DataFrame) -> bool:
 
 
 def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str,
-                 generate: bool = True) -> pd.DataFrame:
+                 generate: bool = True, positions: np.ndarray | None = None) -> pd.DataFrame:
+    """Score the prompts; generate answers (exact match) for those at `positions` below the cap (default: the
+    first rows), so that a shard generates for the prompts one unsharded run would."""
     mode = evaluation.get("scoring", "title_likelihood")
     k = len(prompts["candidate_asins"].iloc[0])
     orders = k if evaluation.get("permutation_average", False) and not _pointwise(prompts) else 1
@@ -53,10 +57,12 @@ def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation:
     answers = None
     cap = evaluation.get("exact_match_max_prompts")
     if generate and cap != 0:
-        subset = prompts if cap is None else prompts.iloc[: int(cap)]
-        generated = scoring.generate_answers(model, tokenizer, subset, int(evaluation["max_new_tokens"]),
-                                             int(evaluation["batch_size"]), desc=f"generating {name}")
-        answers = generated + [None] * (len(prompts) - len(subset))
+        at = np.arange(len(prompts)) if positions is None else np.asarray(positions)
+        chosen = np.ones(len(prompts), bool) if cap is None else at < int(cap)
+        generated = iter(scoring.generate_answers(model, tokenizer, prompts[chosen].reset_index(drop=True),
+                                                  int(evaluation["max_new_tokens"]), int(evaluation["batch_size"]),
+                                                  desc=f"generating {name}"))
+        answers = [next(generated) if c else None for c in chosen]
     logger.info("%s: scored %d prompts (%s, %d order(s)) in %.1f s (%.1f prompts/s)", name, len(prompts), mode,
                 orders, seconds, len(prompts) / seconds)
     expected = completion_text(prompts, target)
@@ -74,11 +80,17 @@ def _by_protocol(prompts: pd.DataFrame):
 
 
 def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
-               training_summary: dict[str, Any], evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Score every protocol's test prompts with the base model zero-shot, then with the fine-tuned adapter.
+               training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Score this shard's (`evaluation.shard`) test prompts of every protocol, zero-shot then fine-tuned.
 
     Exact match (generation) runs on the first protocol only: the one the model was trained on."""
     from peft import PeftModel  # noqa: PLC0415
+
+    shard = Shard.from_params(evaluation, "evaluation")
+    whole = test_protocol_prompts
+    position = whole.groupby("protocol").cumcount() if "protocol" in whole else pd.Series(np.arange(len(whole)))
+    test_protocol_prompts = shard.take(whole.assign(_position=position.to_numpy()))
+    logger.info("Scoring %s: %d of %d test prompts", shard.name, len(test_protocol_prompts), len(whole))
 
     device = resolve_device(evaluation.get("device", "auto"))
     dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
@@ -94,9 +106,26 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
         for i, (name, prompts) in enumerate(protocols):
             if allowed is not None and i > 0 and name not in allowed:
                 continue
-            frames.append(_score_model(method, model, tokenizer, prompts, evaluation, target, generate=i == 0)
-                          .assign(protocol=name))
-    return pd.concat(frames, ignore_index=True)
+            frames.append(_score_model(method, model, tokenizer, prompts.drop(columns="_position"), evaluation, target,
+                                       generate=i == 0, positions=prompts["_position"].to_numpy()).assign(protocol=name))
+    return {shard.name: pd.concat(frames, ignore_index=True)}
+
+
+def join_llm_predictions(llm_prediction_shards: dict[str, Any], test_protocol_prompts: pd.DataFrame,
+                         evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Join the shards' LLM predictions, in the order one unsharded run writes, once every shard is there."""
+    shard = Shard.from_params(evaluation, "evaluation")
+    parts = {name: part() if callable(part) else part for name, part in llm_prediction_shards.items()}
+    joined = join_shards(parts, shard, test_protocol_prompts["reviewer_id"], "llm_prediction_shards",
+                         groups=("method", "protocol"))
+    if shard.count > 1:  # run-level figures of each (method, protocol): the shards' sum
+        for column in ("score_seconds", "prompt_passes"):
+            if column in joined:
+                per_shard = pd.concat([p.groupby(["method", "protocol"])[column].first() for n, p in parts.items()
+                                       if n.endswith(f"-of-{shard.count}")])
+                total = per_shard.groupby(level=[0, 1]).sum()
+                joined[column] = [total[(m, p)] for m, p in zip(joined["method"], joined["protocol"], strict=True)]
+    return joined
 
 
 def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,

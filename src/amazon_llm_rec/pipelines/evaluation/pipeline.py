@@ -10,6 +10,7 @@ from .nodes import (
     evaluate_catalogue,
     export_merged_model,
     fit_fusion,
+    join_llm_predictions,
     plot_metrics,
     plot_position_bias,
     render_report,
@@ -29,9 +30,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 score_llms,
                 ["test_protocol_prompts", "base_model", "lora_adapter", "training_summary", "params:evaluation"],
-                "llm_predictions",
+                "llm_prediction_shards",
                 name="score_llms",
             ),
+            Node(join_llm_predictions, ["llm_prediction_shards", "test_protocol_prompts", "params:evaluation"],
+                 "llm_predictions", name="join_llm_predictions"),
             Node(
                 score_baseline_methods,
                 ["test_protocol_prompts", "reviewer_sequences", "items", "params:evaluation"],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -15,49 +17,56 @@ from ...core.models import LETTERS, history_input
 logger = logging.getLogger(__name__)
 
 
+SPLITS = ("train", "validation", "test")
+
+
 def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
-    """Cut each reviewer's sequence into (history, next product) windows and assign splits."""
+    """Cut each reviewer's sequence into (history, next product) windows, assign splits, keep the capped ones.
+
+    Windows are numbered and split with numpy arrays (bytes a window) and only the sampled ones are built
+    as rows, so memory follows the caps (`prompts.max_<split>_prompts`), not the number of reviews."""
     h, min_h = int(prompts["history_size"]), int(prompts.get("min_history", prompts["history_size"]))
     if not 1 <= min_h <= h:
         raise ConfigError(f"prompts.min_history must be in 1..history_size ({h}), got {min_h}")
-    rows = []
-    for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True):
-        asins = list(seq)
-        n = len(asins)
-        for pos in range(min_h, n):
-            if pos == n - 1:
-                split = "test"
-            elif pos == n - 2:
-                split = "validation"
-            else:
-                split = "train"
-            rows.append((rid, pos, asins[max(0, pos - h) : pos], asins[pos], split))
-    windows = pd.DataFrame(rows, columns=["reviewer_id", "position", "history_asins", "target_asin", "split"])
-    if windows.empty:
+    lengths = sequences["asins"].map(len).to_numpy(dtype=np.int64)
+    per = np.maximum(lengths - min_h, 0)  # windows of each reviewer: positions min_h .. n-1
+    total = int(per.sum())
+    if total == 0:
         raise EmptyFilterError(f"no reviewer has more than prompts.min_history={min_h} products")
+    owner = np.repeat(np.arange(len(lengths)), per)
+    start = np.cumsum(per) - per
+    position = np.arange(total) - np.repeat(start, per) + min_h
     strategy = prompts["split"]
-    if strategy == "paper_random":
+    if strategy == "leave_last_out":
+        last = lengths[owner] - 1
+        split = np.where(position == last, 2, np.where(position == last - 1, 1, 0))
+    elif strategy == "paper_random":
         rng = np.random.default_rng(int(prompts["seed"]))
         fractions = np.asarray(prompts["paper_fractions"], dtype=float)
         if fractions.shape != (3,) or not np.isclose(fractions.sum(), 1.0):
             raise ConfigError(f"prompts.paper_fractions must be three fractions summing to 1, got {prompts['paper_fractions']}")
-        windows["split"] = rng.choice(["train", "validation", "test"], size=len(windows), p=fractions)
-    elif strategy != "leave_last_out":
+        split = rng.choice(3, size=total, p=fractions)
+    else:
         raise ConfigError(f"prompts.split must be 'leave_last_out' or 'paper_random', got {strategy!r}")
-    windows = _cap(windows, prompts)
-    logger.info("Windows (%s): %s", strategy, windows["split"].value_counts().to_dict())
-    return windows.reset_index(drop=True)
+    chosen = np.concatenate([_cap(np.flatnonzero(split == i), i, prompts) for i in range(3)])
+    ids, seqs = sequences["reviewer_id"].to_numpy(), sequences["asins"].to_numpy()
+    rows = []
+    for w in chosen:
+        r, pos = owner[w], int(position[w])
+        asins = list(seqs[r])
+        rows.append((ids[r], pos, asins[max(0, pos - h) : pos], asins[pos], SPLITS[split[w]]))
+    windows = pd.DataFrame(rows, columns=["reviewer_id", "position", "history_asins", "target_asin", "split"])
+    logger.info("Windows (%s): %s of %d", strategy, windows["split"].value_counts().to_dict(), total)
+    return windows
 
 
-def _cap(windows: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFrame:
-    parts = []
-    for i, split in enumerate(["train", "validation", "test"]):
-        part = windows[windows["split"] == split]
-        cap = prompts.get(f"max_{split}_prompts")
-        if cap is not None and len(part) > int(cap):
-            part = part.sample(n=int(cap), random_state=int(prompts["seed"]) + i).sort_index()
-        parts.append(part)
-    return pd.concat(parts)
+def _cap(members: np.ndarray, i: int, prompts: dict[str, Any]) -> np.ndarray:
+    """The windows kept of one split: all, or `max_<split>_prompts` drawn as pandas' `sample` draws them."""
+    cap = prompts.get(f"max_{SPLITS[i]}_prompts")
+    if cap is None or len(members) <= int(cap):
+        return members
+    picked = np.random.RandomState(int(prompts["seed"]) + i).choice(len(members), size=int(cap), replace=False)
+    return members[np.sort(picked)]
 
 
 def _related(items: pd.DataFrame | None, universe: np.ndarray) -> dict[str, list[str]]:
@@ -94,12 +103,13 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
     if strategy not in NEGATIVES:
         raise ConfigError(f"prompts.negatives must be one of {list(NEGATIVES)}, got {strategy!r}")
     universe = np.array(sorted({a for seq in sequences["asins"] for a in seq}))
-    bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True)}
+    wanted = set(windows["reviewer_id"])  # only the windows' reviewers: memory follows the caps, not the data
+    bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True) if rid in wanted}
     rng = np.random.default_rng(int(prompts["seed"]))
     weights = None
     if strategy == "popularity":
-        counts = pd.Series([a for seq in sequences["asins"] for a in seq]).value_counts()
-        weights = counts.reindex(universe).to_numpy(dtype=float)
+        counts = Counter(chain.from_iterable(sequences["asins"]))
+        weights = np.array([counts[a] for a in universe], dtype=float)
         weights /= weights.sum()
     related = _related(items, universe) if strategy == "hard" else {}
     retriever = _retriever(windows, sequences) if strategy == "retrieved" else None
@@ -144,7 +154,8 @@ NEGATIVES = ("uniform", "popularity", "hard", "retrieved")
 def _retriever(windows: pd.DataFrame, sequences: pd.DataFrame):
     """Co-occurrence counts and popularity from each reviewer's sequence before their earliest test window."""
     fitted = baselines.fit_sequences(sequences, windows[windows["split"] == "test"])
-    return baselines.cooccurrence(fitted, 0), baselines.popularity(fitted)
+    rows = {a for hist in windows["history_asins"] for a in hist}  # the counts these histories rank by
+    return baselines.cooccurrence(fitted, 0, rows=rows), baselines.popularity(fitted)
 
 
 def protocol_name(prompts: dict[str, Any]) -> str:

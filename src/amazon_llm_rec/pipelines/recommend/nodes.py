@@ -10,6 +10,7 @@ import pandas as pd
 
 from ...core.errors import ConfigError
 from ...core.recommender import build_recommender, llm_source
+from ...core.sharding import Shard, join_shards
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,12 @@ def select_reviewers(reviewer_sequences: pd.DataFrame, recommend: dict[str, Any]
 
 def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusion_model: dict[str, Any],
                     base_model: str, lora_adapter: str, recommend: dict[str, Any], evaluation: dict[str, Any],
-                    prompts: dict[str, Any]) -> pd.DataFrame:
-    """Top-k per selected reviewer from everything they bought, counts fitted on every sequence."""
+                    prompts: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Top-k per selected reviewer of this shard (`recommend.shard`), counts fitted on every sequence."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    chosen = select_reviewers(reviewer_sequences, recommend)
+    shard = Shard.from_params(recommend, "recommend")
+    chosen = shard.take(select_reviewers(reviewer_sequences, recommend))
     fitted = [list(s) for s in reviewer_sequences["asins"]]
     rec = build_recommender(items, fitted, fusion_model, recommend, evaluation,
                             llm_source(base_model, lora_adapter, prompts), int(prompts["history_size"]))
@@ -53,8 +55,16 @@ def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusio
                 rows += [(rid, i + 1, r.asin, r.title, r.score, r.retriever_rank, r.source) for i, r in enumerate(recs)]
             bar.update(len(out))
     seconds = time.perf_counter() - start
-    logger.info("Recommended top %d for %d reviewers with %s in %.1f s (%.2f reviewers/s)", rec.config.k, len(ids),
-                rec.config.ranker, seconds, len(ids) / max(seconds, 1e-9))
+    logger.info("Recommended top %d for %d reviewers (%s) with %s in %.1f s (%.2f reviewers/s)", rec.config.k,
+                len(ids), shard.name, rec.config.ranker, seconds, len(ids) / max(seconds, 1e-9))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["retriever_rank"] = frame["retriever_rank"].astype("Int64")
-    return frame
+    return {shard.name: frame}
+
+
+def join_recommendations(recommendation_shards: dict[str, Any], reviewer_sequences: pd.DataFrame,
+                         recommend: dict[str, Any]) -> pd.DataFrame:
+    """Join the shards' recommendations into one table, once every shard of `recommend.shard.count` is written."""
+    shard = Shard.from_params(recommend, "recommend")
+    expected = select_reviewers(reviewer_sequences, recommend)["reviewer_id"]
+    return join_shards(recommendation_shards, shard, expected, "recommendation_shards")

@@ -2,19 +2,21 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import recommend_batch
+from .nodes import join_recommendations, recommend_batch
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Sequences, catalogue, fitted fusion and adapter -> the top k products of every reviewer (Parquet)."""
+    """Sequences, catalogue, fitted fusion and adapter -> the top k products of every reviewer (Parquet), by shard."""
     return Pipeline(
         [
             Node(
                 recommend_batch,
                 ["reviewer_sequences", "items", "fusion_model", "base_model", "lora_adapter", "params:recommend",
                  "params:evaluation", "params:prompts"],
-                "recommendations",
+                "recommendation_shards",
                 name="recommend_batch",
             ),
+            Node(join_recommendations, ["recommendation_shards", "reviewer_sequences", "params:recommend"],
+                 "recommendations", name="join_recommendations"),
         ]
     )
