@@ -169,14 +169,15 @@ def measure(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> di
 BASELINES_SCRIPT = r"""
 import json, sys, time
 import pandas as pd
-from amazon_llm_rec.core import baselines
+from amazon_llm_rec.pipelines.evaluation.nodes import score_baseline_methods
 data = sys.argv[1]
 prompts = pd.read_parquet(f"{data}/05_model_input/test_protocol_prompts.parquet")
 sequences = pd.read_parquet(f"{data}/04_feature/reviewer_sequences.parquet")
+items = pd.read_parquet(f"{data}/03_primary/items.parquet")
 start = time.perf_counter()
-scores = baselines.score_baselines(prompts, sequences, {"baselines": ["random", "popularity", "cooccurrence"],
-                                                        "cooccurrence_window": 0, "seed": 0})
-print(json.dumps({"prompts": len(prompts), "seconds": time.perf_counter() - start}))
+preds = score_baseline_methods(prompts, sequences, items, {"baselines": ["random", "popularity", "cooccurrence"],
+                                                           "cooccurrence_window": 0, "seed": 0})
+print(json.dumps({"prompts": len(prompts), "rows": len(preds), "seconds": time.perf_counter() - start}))
 """
 
 

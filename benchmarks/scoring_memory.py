@@ -58,9 +58,12 @@ def main() -> None:
         print(f"{name}: {rows[name]}", flush=True)
     import numpy as np  # noqa: PLC0415
 
-    diff = float(np.abs(np.load(out / "scores_all.npy") - np.load(out / f"scores_{args.per_pass}.npy")).max())
-    print(f"largest score difference: {diff:.2e}")
-    result = {"date": str(date.today()), "prompts": args.prompts, "batch": args.batch, "rows": rows, "max_abs_diff": diff}
+    before, ours = np.load(out / "scores_all.npy"), np.load(out / f"scores_{args.per_pass}.npy")
+    diff = float(np.abs(before - ours).max())
+    same_top = float((before.argmax(1) == ours.argmax(1)).mean())
+    print(f"largest score difference: {diff:.2e} (bf16); same top option for {same_top:.0%} of the prompts")
+    result = {"date": str(date.today()), "prompts": args.prompts, "batch": args.batch, "rows": rows, "max_abs_diff": diff,
+              "same_top_option": same_top}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     subprocess.run(["rm", "-f", *map(str, out.glob("*.npy")), str(script)], check=False)
 
