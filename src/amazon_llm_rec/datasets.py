@@ -155,6 +155,11 @@ class EngineTableDataset(AbstractDataset[Any, Any]):
         path = str(self._path / "*.parquet") if self._path.is_dir() and engine.engine_name(backend) == "duckdb" else str(self._path)
         return backend.read_parquet(path)
 
+    @property
+    def loads_tables(self) -> bool:
+        """Whether loading returns an Ibis table on the data engine (rather than pandas)."""
+        return self._load_as == "table"
+
     def _exists(self) -> bool:
         return self._path.exists()
 

@@ -47,7 +47,7 @@ class ProjectHooks:
                 missing.append(f"'{name}' (made by: {', '.join(f'kedro run --pipeline={p}' for p in producers) or 'no pipeline'})")
         if missing:
             raise MissingInputError("this run needs datasets that do not exist yet: " + "; ".join(missing) + ". Run those pipelines first, or plain `kedro run`.")
-        self._connect_data_engine(catalog)
+        self._connect_data_engine(pipeline, catalog)
         self._only_rank_zero_saves(pipeline, catalog)
         self._import_unsloth_first(catalog)
 
@@ -67,8 +67,20 @@ class ProjectHooks:
                     os.environ.get("WORLD_SIZE"))
 
     @staticmethod
-    def _connect_data_engine(catalog) -> None:
-        """Open the data engine of `raw.engine`, so engine datasets load on it in partial runs too."""
+    def _connect_data_engine(pipeline, catalog) -> None:
+        """Open the data engine of `raw.engine` when this run reads engine tables (data_processing, in part or
+        whole), so they load on it; other pipelines never start it (a Spark session takes seconds)."""
+        from .datasets import EngineTableDataset  # noqa: PLC0415
+
+        def engine_table(name: str) -> bool:
+            try:
+                dataset = catalog.get(name)
+            except Exception:  # noqa: BLE001 - not a catalog entry (parameters, memory datasets)
+                return False
+            return isinstance(dataset, EngineTableDataset) and dataset.loads_tables
+
+        if not any(engine_table(name) for name in pipeline.datasets()):
+            return
         try:
             raw = catalog.load("params:raw")
         except Exception:  # noqa: BLE001 - no raw parameters in this run
