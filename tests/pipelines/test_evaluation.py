@@ -164,7 +164,9 @@ def test_two_shards_of_the_llm_scoring_joined_equal_one_shard(tiny_llama, tmp_pa
     adapter, _ = train_adapter(tiny_llama, _prompts(8), _prompts(4), {**FT, "checkpoint_dir": str(tmp_path / "c"), "max_steps": 1})
     ds = LoRAAdapterDataset(str(tmp_path / "adapter"))
     ds.save(adapter)
-    prompts = pd.concat([_prompts(8).assign(protocol="main"), _prompts(8).assign(protocol="uniform_20")], ignore_index=True)
+    apart = [f"U{i % 3}" for i in range(8)]  # a reviewer's windows apart from each other, as paper_random makes them
+    prompts = pd.concat([_prompts(8).assign(protocol="main", reviewer_id=apart), _prompts(8).assign(protocol="uniform_20")],
+                        ignore_index=True)
     ev = {"device": "cpu", "bf16": False, "batch_size": 1, "max_new_tokens": 3, "exact_match_max_prompts": 3, "seed": 0,
           "llm_protocols": None}
 
@@ -182,6 +184,13 @@ def test_two_shards_of_the_llm_scoring_joined_equal_one_shard(tiny_llama, tmp_pa
 
     pd.testing.assert_frame_equal(same(two), same(one))
     assert two["generated"].notna().sum() == 6  # exact match on the same 3 prompts a model, as unsharded
+    val = _prompts(8).assign(reviewer_id=apart)
+    one_v = nodes.join_validation_llm_predictions(
+        nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, ev), val, ev)
+    halves = [nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, {**ev, "shard": {"index": i, "count": 2}})
+              for i in (0, 1)]
+    two_v = nodes.join_validation_llm_predictions({**halves[0], **halves[1]}, val, {**ev, "shard": {"count": 2}})
+    pd.testing.assert_frame_equal(same(two_v), same(one_v))  # the fusion reads these by position
     with pytest.raises(ConfigError, match=r"llm_prediction_shards: 1 of 2 shard\(s\) not written yet \(shard-1-of-2\)"):
         nodes.join_llm_predictions({"shard-0-of-2": parts["shard-0-of-2"]}, prompts, {**ev, "shard": {"count": 2}})
     with pytest.raises(ConfigError, match="evaluation.shard: index must be in 0..count-1"):

@@ -57,9 +57,10 @@ class Shard:
 
 def join_shards(partitions: dict[str, Callable[[], pd.DataFrame] | pd.DataFrame], shard: Shard,
                 expected_reviewers: Iterable[str], dataset: str, column: str = "reviewer_id",
-                groups: tuple[str, ...] = ()) -> pd.DataFrame:
+                groups: tuple[str, ...] = (), order: str | None = None) -> pd.DataFrame:
     """Concatenate the `count` partitions of this sharding in the order one unsharded run writes (by `groups`
-    in order of appearance, then the reviewers' order); fail naming what is missing or stale."""
+    in order of appearance, then by the `order` column, which is dropped, or else the reviewers' order); fail
+    naming what is missing or stale."""
     names = [Shard(i, shard.count).name for i in range(shard.count)]
     missing = [n for n in names if n not in partitions]
     if missing:
@@ -70,14 +71,16 @@ def join_shards(partitions: dict[str, Callable[[], pd.DataFrame] | pd.DataFrame]
     for n in names:
         part = partitions[n]
         frames.append(part() if callable(part) else part)
-    joined = pd.concat(frames, ignore_index=True)
+    filled = [f for f in frames if len(f)] or frames[:1]  # an empty shard adds no rows (nor its untyped columns)
+    joined = pd.concat(filled, ignore_index=True)
     expected, got = set(map(str, expected_reviewers)), set(map(str, joined[column]))
     if got != expected:
         raise ConfigError(
             f"{dataset}: the {shard.count} shards hold {len(got)} reviewers, {len(got - expected)} of them not in this "
             f"run's data and {len(expected - got)} missing: a shard is stale (from an earlier run); rerun the scoring")
-    order = {r: i for i, r in enumerate(dict.fromkeys(map(str, expected_reviewers)))}
+    rank = {r: i for i, r in enumerate(dict.fromkeys(map(str, expected_reviewers)))}
     keys = pd.DataFrame({f"_k{i}": pd.factorize(joined[g])[0] for i, g in enumerate(groups)})
-    keys["_r"] = joined[column].astype(str).map(order).to_numpy()
+    keys["_r"] = joined[order].to_numpy() if order else joined[column].astype(str).map(rank).to_numpy()
     positions = keys.sort_values(list(keys.columns), kind="stable").index
-    return joined.loc[positions].reset_index(drop=True)
+    out = joined.loc[positions].reset_index(drop=True)
+    return out.drop(columns=order) if order else out

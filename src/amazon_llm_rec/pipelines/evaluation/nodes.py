@@ -44,6 +44,9 @@ def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation:
                  generate: bool = True, positions: np.ndarray | None = None) -> pd.DataFrame:
     """Score the prompts; generate answers (exact match) for those at `positions` below the cap (default: the
     first rows), so that a shard generates for the prompts one unsharded run would."""
+    if prompts.empty:  # a shard without reviewers of this protocol
+        return pd.DataFrame(columns=["method", "reviewer_id", "target_asin", "correct_letter", "predicted_letter",
+                                     "truth_rank", "scores", "num_options", "generated", "expected_output"])
     mode = evaluation.get("scoring", "title_likelihood")
     k = len(prompts["candidate_asins"].iloc[0])
     orders = k if evaluation.get("permutation_average", False) and not _pointwise(prompts) else 1
@@ -107,41 +110,64 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
             if allowed is not None and i > 0 and name not in allowed:
                 continue
             frames.append(_score_model(method, model, tokenizer, prompts.drop(columns="_position"), evaluation, target,
-                                       generate=i == 0, positions=prompts["_position"].to_numpy()).assign(protocol=name))
+                                       generate=i == 0, positions=prompts["_position"].to_numpy())
+                          .assign(protocol=name, prompt_row=prompts["_position"].to_numpy()))
     return {shard.name: pd.concat(frames, ignore_index=True)}
 
 
 def join_llm_predictions(llm_prediction_shards: dict[str, Any], test_protocol_prompts: pd.DataFrame,
                          evaluation: dict[str, Any]) -> pd.DataFrame:
     """Join the shards' LLM predictions, in the order one unsharded run writes, once every shard is there."""
-    shard = Shard.from_params(evaluation, "evaluation")
-    parts = {name: part() if callable(part) else part for name, part in llm_prediction_shards.items()}
-    joined = join_shards(parts, shard, test_protocol_prompts["reviewer_id"], "llm_prediction_shards",
-                         groups=("method", "protocol"))
+    return _join_llm_shards(llm_prediction_shards, test_protocol_prompts, Shard.from_params(evaluation, "evaluation"),
+                            "llm_prediction_shards")
+
+
+def _join_llm_shards(partitions: dict[str, Any], prompts: pd.DataFrame, shard: Shard, dataset: str) -> pd.DataFrame:
+    """Join LLM prediction shards in the prompts' own order (each row carries its `prompt_row`): the fusion reads
+    them by position."""
+    parts = {name: part() if callable(part) else part for name, part in partitions.items()}
+    groups = ("method", "protocol") if "protocol" in prompts else ("method",)
+    joined = join_shards(parts, shard, prompts["reviewer_id"], dataset, groups=groups, order="prompt_row")
     if shard.count > 1:  # run-level figures of each (method, protocol): the shards' sum
         for column in ("score_seconds", "prompt_passes"):
             if column in joined:
-                per_shard = pd.concat([p.groupby(["method", "protocol"])[column].first() for n, p in parts.items()
-                                       if n.endswith(f"-of-{shard.count}")])
-                total = per_shard.groupby(level=[0, 1]).sum()
-                joined[column] = [total[(m, p)] for m, p in zip(joined["method"], joined["protocol"], strict=True)]
+                per_shard = pd.concat([p.groupby(list(groups))[column].first() for n, p in parts.items()
+                                       if n.endswith(f"-of-{shard.count}") and len(p)])
+                total = per_shard.groupby(level=list(range(len(groups)))).sum()
+                keys = zip(*(joined[g] for g in groups), strict=True)
+                joined[column] = [total[k if len(groups) > 1 else k[0]] for k in keys]
     return joined
 
 
 def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
-                         training_summary: dict[str, Any], evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Score the validation prompts with the fine-tuned adapter: the LLM feature the fusion is fitted on."""
+                         training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Score this shard's (`evaluation.shard`) validation prompts with the fine-tuned adapter: the LLM feature
+    the fusion is fitted on."""
     from peft import PeftModel  # noqa: PLC0415
 
+    shard = Shard.from_params(evaluation, "evaluation")
     if "llm" not in _fusion_params(evaluation)["features"]:
-        return pd.DataFrame(columns=["method", "reviewer_id", "scores"])
+        return {shard.name: pd.DataFrame(columns=["method", "reviewer_id", "scores"])}
     device = resolve_device(evaluation.get("device", "auto"))
     dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
     model = PeftModel.from_pretrained(
         load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device), lora_adapter)
     target = training_summary.get("target", "letter_and_title")
-    return _score_model("fine_tuned", model, load_tokenizer(lora_adapter), validation_prompts, evaluation, target,
-                        generate=False)
+    prompts = shard.take(validation_prompts.assign(_position=np.arange(len(validation_prompts))))
+    logger.info("Scoring %s: %d of %d validation prompts", shard.name, len(prompts), len(validation_prompts))
+    scored = _score_model("fine_tuned", model, load_tokenizer(lora_adapter), prompts.drop(columns="_position"),
+                          evaluation, target, generate=False)
+    return {shard.name: scored.assign(prompt_row=prompts["_position"].to_numpy())}
+
+
+def join_validation_llm_predictions(validation_llm_prediction_shards: dict[str, Any], validation_prompts: pd.DataFrame,
+                                    evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Join the shards' validation scores, in the order one unsharded run writes, once every shard is there."""
+    shard = Shard.from_params(evaluation, "evaluation")
+    if "llm" not in _fusion_params(evaluation)["features"]:
+        return pd.DataFrame(columns=["method", "reviewer_id", "scores"])
+    return _join_llm_shards(validation_llm_prediction_shards, validation_prompts, shard,
+                            "validation_llm_prediction_shards")
 
 
 def _fusion_params(evaluation: dict[str, Any]) -> dict[str, Any]:
