@@ -54,17 +54,16 @@ class ProjectHooks:
     @staticmethod
     def _only_rank_zero_saves(pipeline, catalog) -> None:
         """Under `torchrun`/`accelerate launch` (data-parallel training), only rank 0 writes the run's outputs."""
-        import os  # noqa: PLC0415
-
         from kedro.io import MemoryDataset  # noqa: PLC0415
 
-        rank = int(os.environ.get("RANK", "0"))
+        from .core.training import world  # noqa: PLC0415
+
+        rank, world_size = world()
         if rank == 0:
             return
         for name in pipeline.all_outputs():
             catalog[name] = MemoryDataset(copy_mode="assign")
-        logger.info("Rank %d of %s: this process's outputs stay in memory (rank 0 saves them)", rank,
-                    os.environ.get("WORLD_SIZE"))
+        logger.info("Rank %d of %d: this process's outputs stay in memory (rank 0 saves them)", rank, world_size)
 
     @staticmethod
     def _connect_data_engine(pipeline, catalog) -> None:

@@ -21,8 +21,11 @@ from .errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ENGINES = ("duckdb", "pyspark")
-# DuckDB settings passed to `ibis.duckdb.connect` (a bounded memory_limit keeps peak memory flat: DuckDB spills)
-DUCKDB_KEYS = ("memory_limit", "threads", "temp_directory", "preserve_insertion_order")
+# settings each engine takes: DuckDB's go to `ibis.duckdb.connect` (a bounded memory_limit: DuckDB spills above it)
+KNOWN_SETTINGS = {
+    "duckdb": ("memory_limit", "threads", "temp_directory", "preserve_insertion_order"),
+    "pyspark": ("master", "app_name", "config", "log_level"),
+}
 # Spark defaults for a laptop; a cluster's `master` and `config` come from raw.engines.pyspark
 SPARK_DEFAULTS = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.sql.shuffle.partitions": "8"}
 
@@ -41,13 +44,9 @@ class EngineConfig:
         if name not in ENGINES:
             raise ConfigError(f"parameter raw.engine must be one of {', '.join(ENGINES)}; got {name!r}")
         settings = dict((raw.get("engines") or {}).get(name) or {})
-        if name == "duckdb":
-            unknown = sorted(set(settings) - set(DUCKDB_KEYS))
-            if unknown:
-                raise ConfigError(f"raw.engines.duckdb: unknown setting(s) {unknown}; known: {list(DUCKDB_KEYS)}")
-        elif set(settings) - {"master", "app_name", "config", "log_level"}:
-            unknown = sorted(set(settings) - {"master", "app_name", "config", "log_level"})
-            raise ConfigError(f"raw.engines.pyspark: unknown setting(s) {unknown}; known: master, app_name, config, log_level")
+        unknown = sorted(set(settings) - set(KNOWN_SETTINGS[name]))
+        if unknown:
+            raise ConfigError(f"raw.engines.{name}: unknown setting(s) {unknown}; known: {list(KNOWN_SETTINGS[name])}")
         return cls(name, settings)
 
     @property

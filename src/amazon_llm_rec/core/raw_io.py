@@ -2,8 +2,8 @@
 
 DuckDB reads each file as one text column a line and parses it with its JSON functions; Spark's JSON
 reader keeps malformed lines as corrupt records. Either way malformed lines are counted (and located
-on demand) instead of aborting the scan, and only the fields the project uses are extracted. Metadata files published as Python literals are converted to JSON
-lines first, streaming.
+on demand) instead of aborting the scan, and only the fields the project uses are extracted. Metadata
+files published as Python literals are converted to JSON lines first, streaming.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def _duckdb_rows(con, source: str, path: str, fields: dict[str, tuple[str, str]]
         f"SELECT j, json_extract(j, [{paths}]) AS v FROM ("
         f"SELECT TRY_CAST(line AS JSON) AS j FROM {reader} WHERE length(trim(line)) > 0))"
     )
-    view = f"{rejects}_{len(fields)}_rows"
+    view = f"{rejects}_rows"
     con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {view} AS {sql}")
     return con.table(view)
 
@@ -279,12 +279,12 @@ def report_bad_lines(backend, path: str, rows: int, bad: int, on_bad_lines: str)
     return rows, bad
 
 
-def execute_row(table, path: str, **aggregates) -> dict[str, Any]:
-    """Run one aggregate query over `table` and return its row, naming the file when the scan fails."""
+def fetch_rows(expr, what: str) -> list[dict[str, Any]]:
+    """Run a query that scans raw file(s) and return its rows, naming `what` (the file) when the scan fails."""
     try:
-        return table.aggregate(**aggregates).to_pyarrow().to_pylist()[0]
+        return expr.to_pyarrow().to_pylist()
     except Exception as exc:  # noqa: BLE001 - DuckDB and Spark raise several types for broken gzip/encoding
         raise RawDataError(
-            f"{path}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
+            f"{what}: cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
             "The file may be truncated or corrupt: download it again."
         ) from exc

@@ -128,7 +128,8 @@ def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, 
     `answers` (the same number per prompt) replaces the options' texts, e.g. for 50 retrieved titles.
     `options_per_pass` options of every prompt go through one answer pass (None: all of them): the prompt's KV
     cache is copied that many times, and the answer logits are that many rows, so memory stays bounded with 20
-    or 50 options (all 20 at once held ~5 GB of copies and logits for a batch of 16 with SmolLM2-135M)."""
+    or 50 options (benchmarks/scoring_memory.py, 2026-11-27, 2-core CPU: 20 options of 32 prompts, batch 16,
+    SmolLM2-135M bf16 peaked at 9.81 GB all at once, 2.93 GB five at a time)."""
     import torch  # noqa: PLC0415
 
     answers = option_texts(prompts, target) if answers is None else answers

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,10 +310,10 @@ def _data_parallel_summary(trainer, seen: _SeenExamples, folder: Path, rank: int
     seen.write(folder, rank, world_size)
     trainer.accelerator.wait_for_everyone()
     records = [json.loads((folder / f"rank-{r}.json").read_text()) for r in range(world_size)]
-    seen = [set(r["examples"]) for r in records]
-    overlap = set.intersection(*seen) if len(seen) > 1 else set()
+    ranks_of = Counter(d for r in records for d in set(r["examples"]))  # how many ranks saw each example
     return {"world_size": world_size, "examples_by_rank": [len(r["examples"]) for r in records],
-            "examples_on_several_ranks": len(overlap), "data_parallel_record": display_path(str(folder))}
+            "examples_on_several_ranks": sum(n > 1 for n in ranks_of.values()),
+            "data_parallel_record": display_path(str(folder))}
 
 
 def _peak_memory(device: str) -> dict[str, float]:

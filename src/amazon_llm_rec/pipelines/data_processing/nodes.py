@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ...core import engine, raw_io, synthetic
-from ...core.errors import ConfigError, EmptyFilterError, RawDataError
+from ...core.errors import ConfigError, EmptyFilterError
 from ...core.raw_io import RawFile, write_json_lines
 from ...core.text import clean_title, leaf_category
 
@@ -89,13 +89,7 @@ def read_reviews(parsed_reviews: ir.Table, raw: dict[str, Any]) -> tuple[ir.Tabl
         complete=is_complete.cast("int64").sum(),
         verified=(is_complete & t.verified).cast("int64").sum(),
     )
-    try:
-        rows = stats.to_pyarrow().to_pylist()
-    except Exception as exc:  # noqa: BLE001 - DuckDB and Spark raise several types for broken gzip/encoding
-        raise RawDataError(
-            f"review file(s) cannot be read as JSON lines ({type(exc).__name__}: {exc}). "
-            "The file may be truncated or corrupt: download it again."
-        ) from exc
+    rows = raw_io.fetch_rows(stats, "review file(s)")
     total: dict[str, int] = {}
     backend = parsed_reviews.get_backend()
     for row in sorted(rows, key=lambda r: r["_file"]):
@@ -107,11 +101,12 @@ def read_reviews(parsed_reviews: ir.Table, raw: dict[str, Any]) -> tuple[ir.Tabl
             "review_bad_lines": bad,
             "reviews_missing_required_fields": lines - bad - complete,
             "reviews_unverified": complete - verified,
+            "reviews_verified": verified,
         }
         logger.info("Reviews from %s: %s", path, counts)
         if not verified:
             raise EmptyFilterError(f"{path}: no verified review with reviewerID, asin and unixReviewTime is left ({counts})")
-        total = {k: total.get(k, 0) + v for k, v in {**counts, "reviews_verified": verified}.items()}
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
     kept = t.filter(is_complete & t.verified)
     dedup = kept.group_by(["reviewer_id", "asin"]).aggregate(unix_time=kept.unix_time.min())
     return dedup.order_by(["reviewer_id", "unix_time", "asin"]), total
@@ -137,7 +132,7 @@ def read_metadata(raw_files: dict[str, Any], reviews: ir.Table, raw: dict[str, A
 
 def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
     t = raw_io.open_raw(con, path, raw_io.META_FIELDS)
-    stats = raw_io.execute_row(t, path, **raw_io.line_stats(t))
+    stats = raw_io.fetch_rows(t.aggregate(**raw_io.line_stats(t)), path)[0]
     rows, bad = raw_io.report_bad_lines(con, path, stats["rows"], stats["bad"], raw.get("on_bad_lines", "warn"))
     m = t.filter(~t._bad).drop("_bad")
     m = m.mutate(brand=m.brand.fill_null("")).filter(m.asin.isin(wanted.asin))
@@ -235,7 +230,7 @@ def summarize_counts(*step_counts: dict[str, int]) -> dict[str, int]:
     """Merge the per-step counts into one report."""
     merged: dict[str, int] = {}
     for counts in step_counts:
-        merged.update({k: int(v) for k, v in counts.items() if k != "reviews_verified"})
+        merged.update({k: int(v) for k, v in counts.items()})
     return merged
 
 

@@ -128,15 +128,13 @@ def _join_llm_shards(partitions: dict[str, Any], prompts: pd.DataFrame, shard: S
     parts = {name: part() if callable(part) else part for name, part in partitions.items()}
     groups = ("method", "protocol") if "protocol" in prompts else ("method",)
     joined = join_shards(parts, shard, prompts["reviewer_id"], dataset, groups=groups, order="prompt_row")
-    if shard.count > 1:  # run-level figures of each (method, protocol): the shards' sum
-        for column in ("score_seconds", "prompt_passes"):
-            if column in joined:
-                per_shard = pd.concat([p.groupby(list(groups))[column].first() for n, p in parts.items()
-                                       if n.endswith(f"-of-{shard.count}") and len(p)])
-                total = per_shard.groupby(level=list(range(len(groups)))).sum()
-                keys = zip(*(joined[g] for g in groups), strict=True)
-                joined[column] = [total[k if len(groups) > 1 else k[0]] for k in keys]
-    return joined
+    run_level = [c for c in ("score_seconds", "prompt_passes") if c in joined]
+    if shard.count == 1 or not run_level:
+        return joined
+    # per (method[, protocol]) these are one figure a shard: the whole run's is their sum
+    ours = [p for n, p in parts.items() if n.endswith(f"-of-{shard.count}") and len(p)]
+    totals = pd.concat([p.groupby(list(groups))[run_level].first() for p in ours]).groupby(level=list(groups)).sum()
+    return joined.drop(columns=run_level).merge(totals.reset_index(), on=list(groups), how="left")[joined.columns]
 
 
 def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
