@@ -237,6 +237,20 @@ def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_reviewers
     assert small["reviewers"] == 100
 
 
+def test_bootstrap_intervals_resample_reviewers_not_prompts():
+    # 50 reviewers with 20 prompts each, a reviewer's prompts all right or all wrong (as a reviewer's several
+    # paper_random prompts are alike): the interval is as wide as for 50 independent prompts, not 1,000
+    clustered = _random_preds(1000)
+    clustered["reviewer_id"] = [f"U{i // 20}" for i in range(1000)]
+    right = np.random.default_rng(1).random(50) < 0.5
+    clustered["predicted_letter"] = np.where(np.repeat(right, 20), clustered["correct_letter"], "Z")
+    few, many = _random_preds(50), _random_preds(1000)
+    width = {name: np.diff(method_metrics(p)["ci95"]["accuracy"])[0]
+             for name, p in (("clustered", clustered), ("few", few), ("many", many))}
+    assert width["clustered"] > 2.5 * width["many"]
+    assert 0.6 * width["few"] < width["clustered"] < 1.6 * width["few"]
+
+
 def test_hr_and_ndcg_at_k_only_with_enough_candidates():
     assert "hr@5" not in method_metrics(_random_preds(50, k=4), bootstrap_samples=0)
     m = method_metrics(_random_preds(400, k=20), bootstrap_samples=0)
@@ -352,12 +366,13 @@ def test_intervals_for_every_metric_and_precision_recall_f1_as_scikit_learn():
     from amazon_llm_rec.core.metrics import _weighted_prf
 
     rng = np.random.default_rng(0)
-    t, p = rng.integers(0, 4, (6, 60)), rng.integers(0, 4, (6, 60))
-    p[0] = 0
-    ours = _weighted_prf(t, p, 4)
+    t, p = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+    weight = rng.integers(0, 3, (6, 60)).astype(float)  # how often each prediction counts in 6 resamples
+    weight[0] = 1.0
+    ours = _weighted_prf(t, p, 4, weight)
     for i in range(6):
-        np.testing.assert_allclose(ours[i], precision_recall_fscore_support(t[i], p[i], average="weighted",
-                                                                             zero_division=0)[:3])
+        np.testing.assert_allclose(ours[i], precision_recall_fscore_support(t, p, average="weighted", zero_division=0,
+                                                                             sample_weight=weight[i])[:3])
     preds = _random_preds(300)
     preds["generated"] = ["x", "y"] * 75 + [None] * 150  # half of the generated ones match "x"
     m = method_metrics(preds)

@@ -134,21 +134,130 @@ def _shared_items():
     return pd.DataFrame({"reviewer_id": [r for r, _ in rows], "asins": [a for _, a in rows]})
 
 
-def test_retrieved_negatives_come_from_the_retriever_and_hold_the_target():
-    seq = _shared_items()
+def test_retrieved_protocol_keeps_the_windows_whose_target_the_retriever_found():
+    seq = _shared_items()  # a third of the reviewers end on a product nobody else bought: the retriever misses it
+    seq["asins"] = [a[:-1] + [f"R{u}"] if u % 3 == 0 else a for u, a in enumerate(seq["asins"])]
     w = nodes.build_windows(seq, PARAMS)
-    got = nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "retrieved"})
-    bought = seq.set_index("reviewer_id")["asins"].map(set)
-    for rid, target, cands, hist in zip(got["reviewer_id"], got["target_asin"], got["candidate_asins"],
-                                        got["history_asins"], strict=True):
-        assert target in cands and len(set(cands)) == 4
-        assert not set(cands) - {target} & bought[rid]
-        # the negatives are the retriever's top products for this history (nothing sampled at random)
-        fitted = nodes.baselines.fit_sequences(seq, w[w["split"] == "test"])
-        cooc, pop = nodes.baselines.cooccurrence(fitted, 0), nodes.baselines.popularity(fitted)
-        top = nodes.baselines.cooccurrence_ranking(list(hist), cooc, pop, bought[rid] - {target}, 4)
-        assert set(cands) - {target} <= set(top)
-    assert got["retriever_hit"].dtype == bool and 0 < got["retriever_hit"].mean() <= 1
+    tests = w[w["split"] == "test"].reset_index(drop=True)
+    got = nodes.sample_candidates(tests, seq, {**PARAMS, "negatives": "retrieved", "num_negatives": 9})
+    fitted = nodes.baselines.fit_sequences(seq, tests)
+    cooc, pop = nodes.baselines.cooccurrence(fitted, 0), nodes.baselines.popularity(fitted)
+    seq_of = seq.set_index("reviewer_id")["asins"]
+    kept = 0
+    for _, row in tests.iterrows():
+        prefix = set(seq_of[row["reviewer_id"]][: row["position"]])
+        top = nodes.baselines.cooccurrence_ranking(list(row["history_asins"]), cooc, pop, prefix, 10)
+        mine = got[(got["reviewer_id"] == row["reviewer_id"]) & (got["position"] == row["position"])]
+        assert len(mine) == (row["target_asin"] in top)  # kept exactly where the retriever's top 10 holds the target
+        if len(mine):
+            kept += 1
+            cands = list(mine["candidate_asins"].iloc[0])
+            assert sorted(cands) == sorted(top) and not set(cands) & prefix  # its candidates: that top 10, nothing else
+            assert cands[nodes.LETTERS.index(mine["correct_letter"].iloc[0])] == row["target_asin"]
+    assert 0 < kept == len(got) < len(tests) and set(got["eligible_windows"]) == {len(tests)}
+    # nothing tells the answer any more: co-occurrence (the retriever's own order) is far above random here
+    prompts = nodes.render_prompts(got, pd.DataFrame({"asin": sorted({a for q in seq["asins"] for a in q}), "title": "t"}),
+                                   {**PARAMS, "negatives": "retrieved"})
+    scores = nodes.baselines.score_baselines(prompts, seq, {"seed": 0, "baselines": ["random", "cooccurrence"]})
+    hit = {m: np.mean(v.argmax(1) == prompts["correct_letter"].map(nodes.LETTERS.index)) for m, v in scores.items()}
+    assert hit["cooccurrence"] > 0.3 > 1 / 10 + 0.1
+    with pytest.raises(ConfigError, match="test protocol"):
+        nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "retrieved"})
+
+
+@pytest.mark.parametrize("split", ["leave_last_out", "paper_random"])
+def test_test_candidates_do_not_move_when_the_training_and_validation_caps_change(seq, items, split):
+    def test_prompts(**caps):
+        params = {**PARAMS, "split": split, "max_test_prompts": 12, **caps,
+                  "test_protocols": [{"negatives": "uniform", "num_negatives": 9},
+                                     {"negatives": "popularity", "num_negatives": 3}]}
+        windows = nodes.build_windows(seq, params)
+        _, _, test = nodes.split_prompts(nodes.render_prompts(nodes.sample_candidates(windows, seq, params), items,
+                                                              params))
+        out = nodes.build_test_protocols(test, windows, seq, items, params)
+        return out[["protocol", "reviewer_id", "position", "correct_letter"]].assign(
+            candidates=out["candidate_asins"].map(tuple))
+
+    reference = test_prompts()
+    for caps in ({"max_train_prompts": 5}, {"max_validation_prompts": 3}, {"max_train_prompts": 17,
+                                                                          "max_validation_prompts": 20}):
+        pd.testing.assert_frame_equal(test_prompts(**caps), reference)
+    assert len(reference) >= 24 and len(reference) % 3 == 0 and reference["candidates"].nunique() > 20
+
+
+def _timed_sequences() -> pd.DataFrame:
+    """60 reviewers over 2015-2018 at their own pace: review times are real here, unlike ../shared Industrial's."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(60):
+        n = int(rng.integers(5, 10))
+        times = np.sort(rng.integers(1_420_070_400, 1_546_300_800, n))  # 2015-01-01 .. 2019-01-01
+        rows.append((f"U{u}", [f"S{(u + 2 * i) % 40}" for i in range(n)], times.tolist()))
+    return pd.DataFrame(rows, columns=["reviewer_id", "asins", "times"])
+
+
+def test_global_time_split_cuts_every_reviewer_at_the_same_dates():
+    seq = _timed_sequences()
+    params = {**PARAMS, "split": "global_time", "min_history": 2,
+              "global_time": {"validation": "2017-07-01", "test": "2018-01-01"}}
+    w = nodes.build_windows(seq, params)
+    val_cut, test_cut = pd.Timestamp("2017-07-01", tz="UTC").timestamp(), pd.Timestamp("2018-01-01", tz="UTC").timestamp()
+    t = [seq.set_index("reviewer_id").loc[r, "times"][p] for r, p in zip(w["reviewer_id"], w["position"], strict=True)]
+    w = w.assign(t=t)
+    assert (w.loc[w["split"] == "train", "t"] < val_cut).all()
+    assert w.loc[w["split"] == "validation", "t"].between(val_cut, test_cut - 1).all()
+    assert (w.loc[w["split"] == "test", "t"] >= test_cut).all()
+    for split in ("validation", "test"):  # one window a reviewer: their first target in the period
+        part = w[w["split"] == split]
+        assert part["reviewer_id"].is_unique and len(part) > 5
+    assert w.loc[w["split"] == "train", "count_cutoff"].isna().all()
+    assert set(w.loc[w["split"] == "test", "count_cutoff"]) == {test_cut}
+    # every count for the test windows comes from events before the test cutoff, other reviewers' included
+    test = w[w["split"] == "test"]
+    fitted = nodes.baselines.fit_sequences(seq, test)
+    before = [[a for a, x in zip(asins, times, strict=True) if x < test_cut] for asins, times in zip(seq["asins"], seq["times"], strict=True)]
+    assert fitted == before and sum(map(len, fitted)) < sum(map(len, seq["asins"]))
+    # fractions are quantiles of the review times
+    q = nodes.build_windows(seq, {**params, "global_time": {"validation": 0.7, "test": 0.85}})
+    all_times = np.concatenate(seq["times"].map(np.asarray).to_list())
+    assert set(q.loc[q["split"] == "test", "count_cutoff"]) == {float(np.quantile(all_times, 0.85))}
+    for bad, match in (({"validation": 0.9, "test": 0.8}, "must come before"), ({"validation": 1.5, "test": 0.9}, "fraction"),
+                       ({"validation": "soon", "test": 0.9}, "neither a fraction nor a date"), ({"test": 0.9}, "needs")):
+        with pytest.raises(ConfigError, match=match):
+            nodes.build_windows(seq, {**params, "global_time": bad})
+    with pytest.raises(ConfigError, match="times"):
+        nodes.build_windows(seq.drop(columns="times"), params)
+
+
+def test_global_time_counts_ignore_every_event_after_the_cutoff():
+    # Poison the future: events after the test cutoff (other reviewers' and the test targets) that pair every
+    # history product with one negative candidate. Under global_time no baseline or feature may move.
+    from amazon_llm_rec.core import fusion
+
+    seq = _timed_sequences()
+    params = {**PARAMS, "split": "global_time", "min_history": 2, "num_negatives": 9,
+              "global_time": {"validation": "2017-07-01", "test": "2018-01-01"}}
+    items = pd.DataFrame({"asin": [f"S{i}" for i in range(40)] + ["Z"], "title": [f"t{i}" for i in range(41)]})
+    w = nodes.build_windows(seq, params)
+    _, _, test = nodes.split_prompts(nodes.render_prompts(nodes.sample_candidates(w, seq, params), items, params))
+    late = pd.Timestamp("2018-06-01", tz="UTC").timestamp()
+    poison = pd.DataFrame({"reviewer_id": [f"X{i}" for i in range(30)],
+                           "asins": [[f"S{j}" for j in range(40)] for _ in range(30)],
+                           "times": [[late + j for j in range(40)] for _ in range(30)]})
+    poisoned = pd.concat([seq, poison], ignore_index=True)
+    evaluation = {"seed": 0, "baselines": ["popularity", "cooccurrence"]}
+    for a, b in zip(nodes.baselines.score_baselines(test, seq, evaluation).values(),
+                    nodes.baselines.score_baselines(test, poisoned, evaluation).values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    names = ["cooccurrence", "cooccurrence_all", "popularity"]
+    clean = fusion.candidate_features(test, seq, items, names, evaluation)
+    dirty = fusion.candidate_features(test, poisoned, items, names, evaluation)
+    for n in names:
+        np.testing.assert_array_equal(clean[n], dirty[n])
+    # the same poison moves the leave_last_out counts (other reviewers' futures count there): the test can fail
+    loo = test.drop(columns="count_cutoff")
+    assert not np.array_equal(nodes.baselines.score_baselines(loo, seq, evaluation)["popularity"],
+                              nodes.baselines.score_baselines(loo, poisoned, evaluation)["popularity"])
 
 
 def test_test_protocols_share_the_test_windows(seq, items):

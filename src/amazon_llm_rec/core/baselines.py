@@ -14,13 +14,34 @@ logger = logging.getLogger(__name__)
 
 
 def fit_sequences(sequences: pd.DataFrame, test_prompts: pd.DataFrame) -> list[list[str]]:
-    """Each reviewer's sequence cut before their earliest test target: what baselines may learn from."""
+    """What counts (popularity, co-occurrence, SASRec, the retriever) may learn from for these prompts.
+
+    - `global_time` split (the prompts carry `count_cutoff`): every reviewer's events before the cutoff date, so no
+      count sees anything that happened after the prompts' period began.
+    - Otherwise (leave_last_out, paper_random): each prompt reviewer's sequence cut before their earliest prompt's
+      target, and every other reviewer's whole sequence: a window never sees its own reviewer's target or later
+      events, but it does see other reviewers' events, some of them later than its target."""
+    cutoff = _count_cutoff(test_prompts)
+    if cutoff is not None:
+        return [[a for a, t in zip(asins, times, strict=True) if t < cutoff]
+                for asins, times in zip(sequences["asins"], sequences["times"], strict=True)]
     first_test = test_prompts.groupby("reviewer_id")["position"].min().to_dict()
     fitted = []
     for rid, asins in zip(sequences["reviewer_id"], sequences["asins"], strict=True):
         cut = first_test.get(rid, len(asins))
         fitted.append(list(asins)[:cut])
     return fitted
+
+
+def _count_cutoff(prompts: pd.DataFrame) -> float | None:
+    """The one cutoff time of a global_time prompt set, or None for the per-reviewer cut."""
+    if "count_cutoff" not in prompts or not len(prompts) or prompts["count_cutoff"].isna().all():
+        return None
+    values = prompts["count_cutoff"].dropna().unique()
+    if len(values) != 1 or prompts["count_cutoff"].isna().any():
+        raise ValueError("prompts of one set must share one count_cutoff (global_time split): got "
+                         f"{len(values)} distinct values and {int(prompts['count_cutoff'].isna().sum())} missing")
+    return float(values[0])
 
 
 def popularity(fitted: list[list[str]]) -> Counter:

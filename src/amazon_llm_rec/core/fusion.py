@@ -2,10 +2,12 @@
 
 Evidence of a window (reviewer r, target at position p) uses only:
 - r's own events before p (the history and the rest of the prefix), and
-- the fitted sequences of `baselines.fit_sequences`: every reviewer's sequence cut before their earliest
-  window in the same prompt set (for test prompts: before the test target; for validation prompts: before
-  the validation target), whole for reviewers without such a window.
-So a window's own target and r's later events never enter its features (`tests` poison them to check).
+- the fitted sequences of `baselines.fit_sequences`. Under the `global_time` split: every reviewer's events
+  before the prompt set's cutoff date, so nothing from after the window's period. Under leave_last_out and
+  paper_random: every reviewer's sequence cut before their earliest window in the same prompt set, whole for
+  reviewers without such a window, so other reviewers' events, some later than p, are counted.
+So a window's own target and r's later events never enter its features (`tests` poison them to check); other
+reviewers' later events do, except under `global_time`.
 
 The fusion scores candidate j of a window as w . z_j, where z_j are the standardised features, and the
 probability of each option is the softmax over the window's candidates: the study's "option with the

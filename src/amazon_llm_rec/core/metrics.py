@@ -27,11 +27,13 @@ def ranking_metrics(truth_rank: np.ndarray, num_options: int) -> dict[str, float
     return out
 
 
-def _weighted_prf(true_idx: np.ndarray, pred_idx: np.ndarray, k: int) -> np.ndarray:
-    """Weighted precision, recall and F1 (as scikit-learn, zero_division=0) for each row of [S, N] index arrays."""
-    s = true_idx.shape[0]
-    flat = (np.arange(s)[:, None] * k * k + true_idx * k + pred_idx).ravel()
-    conf = np.bincount(flat, minlength=s * k * k).reshape(s, k, k).astype(float)
+def _weighted_prf(true_idx: np.ndarray, pred_idx: np.ndarray, k: int, weight: np.ndarray) -> np.ndarray:
+    """Weighted precision, recall and F1 (as scikit-learn, zero_division=0) of one set of predictions under each
+    row of `weight` ([S, N]: how often each prediction counts in resample s)."""
+    cell = true_idx * k + pred_idx  # [N]
+    onehot = np.zeros((len(cell), k * k))
+    onehot[np.arange(len(cell)), cell] = 1.0
+    conf = (weight @ onehot).reshape(len(weight), k, k)
     tp = np.diagonal(conf, axis1=1, axis2=2)
     support, predicted = conf.sum(axis=2), conf.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -43,7 +45,8 @@ def _weighted_prf(true_idx: np.ndarray, pred_idx: np.ndarray, k: int) -> np.ndar
 
 
 def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of every metric, resampling test prompts (exact match: its generated subset)."""
+    """Percentile bootstrap intervals of every metric, resampling test reviewers with all their prompts (a reviewer
+    with several prompts, as under paper_random, is one draw); exact match: over its generated subset."""
     rng = np.random.default_rng(seed)
     correct = (preds["correct_letter"].to_numpy() == preds["predicted_letter"].to_numpy()).astype(float)
     rank = preds["truth_rank"].to_numpy()
@@ -53,23 +56,34 @@ def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0,
         if k_opts > k:
             per_prompt[f"hr@{k}"] = (rank <= k).astype(float)
             per_prompt[f"ndcg@{k}"] = np.where(rank <= k, 1.0 / np.log2(rank + 1), 0.0)
-    idx = rng.integers(0, len(preds), size=(samples, len(preds)))
+    codes, uniques = pd.factorize(preds["reviewer_id"].to_numpy())
+    drawn = reviewer_draws(len(uniques), samples, rng)  # [S, reviewers]: how often each reviewer was drawn
+    weight = drawn[:, codes]  # [S, prompts]: each prompt counts as often as its reviewer was drawn
+    total = weight.sum(axis=1)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
     def interval(values: np.ndarray) -> list[float]:
         return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
 
-    out = {name: interval(v[idx].mean(axis=1)) for name, v in per_prompt.items()}
+    out = {name: interval(weight @ v / total) for name, v in per_prompt.items()}
     letters = {c: i for i, c in enumerate(sorted(set(preds["correct_letter"]) | set(preds["predicted_letter"])))}
     t = np.array([letters[c] for c in preds["correct_letter"]])
     p = np.array([letters[c] for c in preds["predicted_letter"]])
-    prf = _weighted_prf(t[idx], p[idx], len(letters))
+    prf = _weighted_prf(t, p, len(letters), weight)
     for j, name in enumerate(("precision_weighted", "recall_weighted", "f1_weighted")):
         out[name] = interval(prf[:, j])
+    generated = preds["generated"].notna().to_numpy() if "generated" in preds else np.zeros(len(preds), bool)
     matched = exact_matches(preds)
     if len(matched):
-        out["exact_match"] = interval(matched[rng.integers(0, len(matched), size=(samples, len(matched)))].mean(axis=1))
+        w = weight[:, generated]
+        out["exact_match"] = interval((w @ matched) / np.maximum(w.sum(axis=1), 1))
     return out
+
+
+def reviewer_draws(reviewers: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """[samples, reviewers] counts: how many times each reviewer is drawn in each bootstrap resample."""
+    idx = rng.integers(0, reviewers, size=(samples, reviewers))
+    return np.stack([np.bincount(row, minlength=reviewers) for row in idx]).astype(float)
 
 
 def exact_matches(preds: pd.DataFrame) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import zlib
 from collections import Counter
 from itertools import chain
 from typing import Any
@@ -37,6 +39,7 @@ def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFr
     start = np.cumsum(per) - per
     position = np.arange(total) - np.repeat(start, per) + min_h
     strategy = prompts["split"]
+    cutoffs: tuple[float, float] | None = None
     if strategy == "leave_last_out":
         last = lengths[owner] - 1
         split = np.where(position == last, 2, np.where(position == last - 1, 1, 0))
@@ -46,8 +49,10 @@ def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFr
         if fractions.shape != (3,) or not np.isclose(fractions.sum(), 1.0):
             raise ConfigError(f"prompts.paper_fractions must be three fractions summing to 1, got {prompts['paper_fractions']}")
         split = rng.choice(3, size=total, p=fractions)
+    elif strategy == "global_time":
+        split, cutoffs = _global_time_split(sequences, owner, position, prompts)
     else:
-        raise ConfigError(f"prompts.split must be 'leave_last_out' or 'paper_random', got {strategy!r}")
+        raise ConfigError(f"prompts.split must be one of {list(SPLIT_STRATEGIES)}, got {strategy!r}")
     chosen = np.concatenate([_cap(np.flatnonzero(split == i), i, prompts) for i in range(3)])
     ids, seqs = sequences["reviewer_id"].to_numpy(), sequences["asins"].to_numpy()
     rows = []
@@ -56,6 +61,10 @@ def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFr
         asins = list(seqs[r])
         rows.append((ids[r], pos, asins[max(0, pos - h) : pos], asins[pos], SPLITS[split[w]]))
     windows = pd.DataFrame(rows, columns=["reviewer_id", "position", "history_asins", "target_asin", "split"])
+    if cutoffs is not None:  # every count for a validation or test window is taken before its split's cutoff
+        windows["count_cutoff"] = windows["split"].map({"validation": cutoffs[0], "test": cutoffs[1]}).astype(float)
+        logger.info("global_time cutoffs: validation from %s, test from %s (unix seconds %d, %d)",
+                    *(time.strftime("%Y-%m-%d", time.gmtime(c)) for c in cutoffs), *cutoffs)
     logger.info("Windows (%s): %s of %d", strategy, windows["split"].value_counts().to_dict(), total)
     return windows
 
@@ -67,6 +76,55 @@ def _cap(members: np.ndarray, i: int, prompts: dict[str, Any]) -> np.ndarray:
         return members
     picked = np.random.RandomState(int(prompts["seed"]) + i).choice(len(members), size=int(cap), replace=False)
     return members[np.sort(picked)]
+
+
+SPLIT_STRATEGIES = ("leave_last_out", "paper_random", "global_time")
+
+
+def _cutoff(value: Any, times: np.ndarray, name: str) -> float:
+    """A cutoff as unix seconds: a fraction in (0, 1) is that quantile of every review's time, a date is itself."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 < float(value) < 1:
+            raise ConfigError(f"prompts.global_time.{name}: a fraction must lie in (0, 1), got {value}")
+        return float(np.quantile(times, float(value)))
+    try:
+        return float(pd.Timestamp(str(value), tz="UTC").timestamp())
+    except ValueError as exc:
+        raise ConfigError(f"prompts.global_time.{name}: neither a fraction nor a date: {value!r}") from exc
+
+
+def _global_time_split(sequences: pd.DataFrame, owner: np.ndarray, position: np.ndarray,
+                       prompts: dict[str, Any]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Split windows by two dates shared by every reviewer: train targets before the validation cutoff; each
+    reviewer's first target in [validation, test) is validation, their first target at or after test is test."""
+    if "times" not in sequences:
+        raise ConfigError("prompts.split: global_time needs review times (the `times` column of reviewer_sequences)")
+    spec = prompts.get("global_time") or {}
+    unknown = set(spec) - {"validation", "test"}
+    if unknown or not {"validation", "test"} <= set(spec):
+        raise ConfigError(f"prompts.global_time needs `validation` and `test` (fractions or dates), got {dict(spec)}")
+    all_times = np.concatenate([np.asarray(t, dtype=float) for t in sequences["times"]])
+    val_cut, test_cut = _cutoff(spec["validation"], all_times, "validation"), _cutoff(spec["test"], all_times, "test")
+    if not val_cut < test_cut:
+        raise ConfigError(f"prompts.global_time: the validation cutoff ({spec['validation']}) must come before the "
+                          f"test cutoff ({spec['test']})")
+    times = sequences["times"].to_numpy()
+    t = np.array([float(times[r][p]) for r, p in zip(owner, position, strict=True)])
+    split = np.full(len(t), -1)
+    split[t < val_cut] = 0
+    for code, lo, hi in ((1, val_cut, test_cut), (2, test_cut, np.inf)):
+        inside = np.flatnonzero((t >= lo) & (t < hi))
+        # windows are ordered by reviewer, then position: a reviewer's first window in the period comes first
+        first = inside[np.unique(owner[inside], return_index=True)[1]]
+        split[first] = code
+    split = np.where(split < 0, 3, split)  # later windows of a period: in no split
+    return split, (val_cut, test_cut)
+
+
+def window_rng(seed: int, reviewer_id: str, position: int) -> np.random.Generator:
+    """The random generator of one window: from (seed, reviewer, position) alone, so that a window's candidates do
+    not depend on which other windows were drawn (the caps of the other splits)."""
+    return np.random.default_rng([int(seed), zlib.crc32(str(reviewer_id).encode()), int(position)])
 
 
 def _related(items: pd.DataFrame | None, universe: np.ndarray) -> dict[str, list[str]]:
@@ -93,29 +151,33 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
 
     Negatives (`prompts.negatives`): uniform (the paper), popularity (in proportion to how many
     reviewers reviewed them), hard (same brand or category as the target where there are enough,
-    topped up uniformly otherwise), or retrieved (the top products of an item co-occurrence retriever
-    fitted on the sequences before each reviewer's test window, as LlamaRec's retrieve-then-rank; the
-    target is inserted where the retriever missed it, and `retriever_hit` says whether it did)."""
+    topped up uniformly otherwise), or retrieved (test protocols only: LlamaRec's protocol, see
+    `retrieved_candidates`). Each window draws from its own generator (`window_rng`)."""
     k = int(prompts["num_negatives"])
     if not 1 <= k < len(LETTERS):
         raise ConfigError(f"prompts.num_negatives must be in 1..{len(LETTERS) - 1}, got {k}")
     strategy = prompts.get("negatives", "uniform")
     if strategy not in NEGATIVES:
         raise ConfigError(f"prompts.negatives must be one of {list(NEGATIVES)}, got {strategy!r}")
+    if strategy == "retrieved":
+        if set(windows["split"]) != {"test"}:
+            raise ConfigError("prompts.negatives: retrieved keeps only the windows the retriever hits, so it is a test "
+                              "protocol (prompts.test_protocols), not the trained one; train on uniform, popularity or hard")
+        return retrieved_candidates(windows, sequences, k + 1, int(prompts["seed"]))
     universe = np.array(sorted({a for seq in sequences["asins"] for a in seq}))
     wanted = set(windows["reviewer_id"])  # only the windows' reviewers: memory follows the caps, not the data
     bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True) if rid in wanted}
-    rng = np.random.default_rng(int(prompts["seed"]))
+    seed = int(prompts["seed"])
     weights = None
     if strategy == "popularity":
         counts = Counter(chain.from_iterable(sequences["asins"]))
-        weights = np.array([counts[a] for a in universe], dtype=float)
-        weights /= weights.sum()
+        weights = np.cumsum(np.array([counts[a] for a in universe], dtype=float))
+        weights /= weights[-1]
     related = _related(items, universe) if strategy == "hard" else {}
-    retriever = _retriever(windows, sequences) if strategy == "retrieved" else None
     topped_up = 0
-    candidates, letters, hits = [], [], []
-    for rid, target, hist in zip(windows["reviewer_id"], windows["target_asin"], windows["history_asins"], strict=True):
+    candidates, letters = [], []
+    for rid, pos, target in zip(windows["reviewer_id"], windows["position"], windows["target_asin"], strict=True):
+        rng = window_rng(seed, rid, pos)
         seen = bought[rid]
         if len(universe) - len(seen) < k:
             raise EmptyFilterError(f"reviewer {rid} has fewer than num_negatives={k} unreviewed products to sample")
@@ -125,35 +187,56 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
             if pool:
                 negatives = [pool[i] for i in rng.permutation(len(pool))[:k]]
             topped_up += len(negatives) < k
-        elif retriever is not None:
-            top = baselines.cooccurrence_ranking(list(hist), *retriever, exclude=seen - {target}, k=k + 1)
-            hits.append(target in top)
-            negatives = [a for a in top if a != target][:k]
         while len(negatives) < k:
-            pick = str(universe[rng.choice(len(universe), p=weights) if weights is not None else rng.integers(len(universe))])
+            at = int(np.searchsorted(weights, rng.random(), side="right")) if weights is not None \
+                else int(rng.integers(len(universe)))
+            pick = str(universe[min(at, len(universe) - 1)])
             if pick not in seen and pick not in negatives:
                 negatives.append(pick)
         options = [target, *negatives]
-        order = rng.permutation(len(options))
-        options = [options[i] for i in order]
+        options = [options[i] for i in rng.permutation(len(options))]
         candidates.append(options)
         letters.append(LETTERS[options.index(target)])
     if strategy == "hard":
         logger.info("Hard negatives: %d of %d candidate sets topped up uniformly", topped_up, len(windows))
-    out = windows.assign(candidate_asins=candidates, correct_letter=letters)
-    if retriever is not None:
-        out["retriever_hit"] = hits
-        logger.info("Retrieved negatives: the retriever missed the target in %.1f%% of %d windows (inserted)",
-                    100 * (1 - np.mean(hits)), len(hits))
-    return out
+    return windows.assign(candidate_asins=candidates, correct_letter=letters)
 
 
 NEGATIVES = ("uniform", "popularity", "hard", "retrieved")
 
 
+def retrieved_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """LlamaRec's protocol: the co-occurrence retriever's top `n` products for each window are its candidates, and
+    only the windows whose true next product is among them are kept (the re-ranker is measured where it can win).
+
+    The retriever is fitted on every reviewer's sequence before their earliest window here (`fit_sequences`) and
+    excludes what the reviewer bought before the target, as the catalogue's retriever does. `eligible_windows`
+    says from how many windows the kept ones came."""
+    retriever = _retriever(windows, sequences)
+    seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+    keep, candidates, letters = [], [], []
+    for i, (rid, pos, target, hist) in enumerate(zip(windows["reviewer_id"], windows["position"], windows["target_asin"],
+                                                     windows["history_asins"], strict=True)):
+        top = baselines.cooccurrence_ranking(list(hist), *retriever, exclude=set(list(seq_of[rid])[:pos]), k=n)
+        if target not in top:
+            continue
+        options = [top[j] for j in window_rng(seed, rid, pos).permutation(len(top))]  # shown in random order
+        keep.append(i)
+        candidates.append(options)
+        letters.append(LETTERS[options.index(target)])
+    if not keep:
+        raise EmptyFilterError(f"retrieved_{n}: the retriever's top {n} holds the true next product in none of "
+                               f"{len(windows)} windows")
+    out = windows.iloc[keep].assign(candidate_asins=candidates, correct_letter=letters,
+                                    eligible_windows=len(windows)).reset_index(drop=True)
+    logger.info("retrieved_%d: the true next product is in the retriever's top %d for %d of %d windows (%.1f%%): "
+                "those are this protocol's windows", n, n, len(out), len(windows), 100 * len(out) / len(windows))
+    return out
+
+
 def _retriever(windows: pd.DataFrame, sequences: pd.DataFrame):
-    """Co-occurrence counts and popularity from each reviewer's sequence before their earliest test window."""
-    fitted = baselines.fit_sequences(sequences, windows[windows["split"] == "test"])
+    """Co-occurrence counts and popularity from the fitted sequences of these windows (`fit_sequences`)."""
+    fitted = baselines.fit_sequences(sequences, windows)
     rows = {a for hist in windows["history_asins"] for a in hist}  # the counts these histories rank by
     return baselines.cooccurrence(fitted, 0, rows=rows), baselines.popularity(fitted)
 
@@ -192,7 +275,9 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
 def split_leakage(sequences: pd.DataFrame, prompts: dict[str, Any]) -> dict[str, Any]:
     """Show side by side, for both splits, how much of each test prompt the training prompts already reveal."""
     out = {}
-    for split in ("leave_last_out", "paper_random"):
+    for split in SPLIT_STRATEGIES:
+        if split == "global_time" and ("times" not in sequences or not prompts.get("global_time")):
+            continue
         w = build_windows(sequences, {**prompts, "split": split})
         train, test = w[w["split"] == "train"], w[w["split"] == "test"]
         seen_items: dict[str, set[str]] = {}
