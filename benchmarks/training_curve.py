@@ -35,7 +35,7 @@ def main() -> None:
     from peft import PeftModel
 
     from amazon_llm_rec.core.metrics import method_metrics
-    from amazon_llm_rec.core.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.models import load_model, load_tokenizer, use_bf16
     from amazon_llm_rec.pipelines.evaluation.nodes import _by_protocol, _score_model
 
     root = args.project.resolve()
@@ -55,7 +55,7 @@ def main() -> None:
     per_step = int(summary.get("batch_size", 8)) * int(summary.get("gradient_accumulation_steps", 1))
     base = str(root / "data/06_models/base_model")
     tokenizer = load_tokenizer(str(ckpts[-1]) if ckpts else base)
-    model = load_model(base, "bfloat16" if ev.get("bf16", True) else "float32", device="cpu")
+    model = load_model(base, "bfloat16" if use_bf16(ev.get("bf16", "auto"), "cpu") else "float32", device="cpu")
     rows = []
 
     def add(label: str, examples: int, m) -> None:

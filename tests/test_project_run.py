@@ -35,13 +35,18 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     assert set(metrics["methods"]) == methods
     assert metrics["training"]["steps"] == 3 and metrics["test_prompts"] == 16
     protocols = metrics["protocols"]
-    assert list(protocols) == ["uniform_4", "uniform_20", "popularity_4", "retrieved_4"]
-    assert all(set(p["methods"]) == methods and p["test_prompts"] == 16 for p in protocols.values())
+    assert list(protocols) == ["uniform_4", "uniform_20", "popularity_4", "retrieved_20"]
+    assert all(set(p["methods"]) == methods for p in protocols.values())
+    assert all(p["test_prompts"] == 16 for n, p in protocols.items() if n != "retrieved_20")
     assert protocols["uniform_20"]["num_options"] == 20 and "hr@10" in protocols["uniform_20"]["methods"]["sasrec"]
-    assert 0 <= protocols["retrieved_4"]["retriever_miss_rate"] <= 1
+    # LlamaRec's protocol: the test windows whose target the retriever's top 20 holds, counted in the report
+    retrieved = protocols["retrieved_20"]
+    assert retrieved["eligible_windows"] == 16 and 0 < retrieved["qualifying_windows"] == retrieved["test_prompts"] <= 16
+    assert retrieved["num_options"] == 20
     report = (data / "08_reporting" / "report.md").read_text()
     for part in ("## uniform_20: 16 test prompts, 20 candidates each", "## Where the fine-tuned model wins",
-                 "## Split leakage", "| paper_random |", "![loss curves](loss_curves.png)", "missed the true next product"):
+                 "## Split leakage", "| paper_random |", "![loss curves](loss_curves.png)",
+                 f"retrieved_20: {retrieved['qualifying_windows']} of 16 windows"):
         assert part in report
     assert "## The recommended method (`fusion`) against every other method, paired" in report
     summary = json.loads((data / "08_reporting" / "summary.json").read_text())

@@ -411,3 +411,12 @@ def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made, 
     for heading in ("## p4:", "## p3:", "## Where the fine-tuned model wins", "## Position bias", "## Split leakage",
                     "## Error analysis", "| sasrec |", "- p3: fine-tuned HR@1"):
         assert heading in report
+
+
+def test_the_report_says_exactly_what_the_counts_saw_for_each_split():
+    from amazon_llm_rec.pipelines.evaluation.nodes import _count_sentence
+
+    timed = _count_sentence({"split": "global_time"})
+    assert "before the test cutoff date" in timed and "other reviewers" not in timed
+    loo = _count_sentence({"split": "leave_last_out or paper_random"})
+    assert "some of them after the window's date" in loo and "never sees its own target" in loo

@@ -52,6 +52,25 @@ def resolve_device(want: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def use_bf16(setting: Any, device: str) -> bool:
+    """Decide a `bf16` setting (true, false or auto) for a device. auto: a CUDA GPU with bf16, or a CPU with AVX-512
+    BF16 or AMX. Elsewhere bf16 is emulated: a matrix product ran 45x slower than in fp32 on a 2-core AMD EPYC
+    without them (2026-12-01), while on a CPU with AVX-512 BF16 it was about 2x faster."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise ConfigError(f"bf16 must be true, false or auto, got {setting!r}")
+    if device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def builtin_gguf(name: str) -> tuple[str, str]:
     """Return (folder, file name) of an embedded GGUF model shipped by a PyPI package."""
     package, filename = BUILTIN_MODELS[name]

@@ -79,12 +79,13 @@ class LLMScorer:
         self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
 
     @classmethod
-    def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool = True,
+    def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool | str = "auto",
              batch_size: int = 8) -> LLMScorer:
         """Load the base model, apply the LoRA adapter and merge it (one model in memory, no LoRA overhead)."""
-        from .models import load_model, load_tokenizer, resolve_device  # noqa: PLC0415
+        from .models import load_model, load_tokenizer, resolve_device, use_bf16  # noqa: PLC0415
 
-        model = load_model(base_model, "bfloat16" if bf16 else "float32", device=resolve_device(device))
+        device = resolve_device(device)
+        model = load_model(base_model, "bfloat16" if use_bf16(bf16, device) else "float32", device=device)
         if adapter:
             from peft import PeftModel  # noqa: PLC0415
 
@@ -259,7 +260,7 @@ def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model
         key = ("llm", llm_source["base_model"], llm_source.get("adapter"))
         if key not in cache:
             cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
-                                        evaluation.get("device", "auto"), evaluation.get("bf16", True),
+                                        evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
                                         cfg.llm_batch_size)
         llm = cache[key]
     sasrec = None

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConfigError
-from .models import display_path, load_model, load_tokenizer, messages, resolve_device
+from .models import display_path, load_model, load_tokenizer, messages, resolve_device, use_bf16
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("lora", "qlora_bnb", "unsloth")
@@ -116,7 +116,7 @@ def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: 
 
     lora = ft["lora"]
     tokenizer = load_tokenizer(base_path)
-    dtype = "bfloat16" if ft.get("bf16", True) else "float32"  # LoRA weights stay fp32 (peft upcasts them)
+    dtype = "bfloat16" if use_bf16(ft.get("bf16", "auto"), device) else "float32"  # LoRA weights stay fp32
     if backend == "qlora_bnb":
         from peft import prepare_model_for_kbit_training  # noqa: PLC0415
 
@@ -340,7 +340,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     use_cpu = device == "cpu"
     device = device.split(":")[0]  # cuda:<rank> -> cuda for what follows
-    bf16 = bool(ft.get("bf16", True))  # autocast; on CPUs with AVX-512 BF16 it is ~1.7x faster than fp32
+    bf16 = use_bf16(ft.get("bf16", "auto"), device)  # autocast; auto: only where bf16 is not emulated
     eval_steps = ft.get("eval_steps")
     args = SFTConfig(
         output_dir=str(out_dir),

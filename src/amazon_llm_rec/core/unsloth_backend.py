@@ -18,13 +18,13 @@ def load_unsloth(base_path: str, ft: dict[str, Any], device: str | None = None):
     import unsloth  # noqa: F401, PLC0415 - before transformers/peft/trl where possible
     from unsloth import FastLanguageModel  # noqa: PLC0415
 
-    from .models import prepare_tokenizer  # noqa: PLC0415
+    from .models import prepare_tokenizer, use_bf16  # noqa: PLC0415
 
     lora = ft["lora"]
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=base_path,
         max_seq_length=int(ft["max_seq_length"]),
-        dtype=torch.bfloat16 if ft.get("bf16", True) else torch.float16,
+        dtype=torch.bfloat16 if use_bf16(ft.get("bf16", "auto"), "cuda") else torch.float16,
         load_in_4bit=bool(ft.get("load_in_4bit", True)),
         **({"device_map": {"": device}} if device else {}),
     )

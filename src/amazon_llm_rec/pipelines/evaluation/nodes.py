@@ -12,7 +12,7 @@ import pandas as pd
 from ...core import baselines, catalogue, fusion, recommender, scoring
 from ...core.errors import ConfigError
 from ...core.metrics import method_metrics, paired_bootstrap
-from ...core.models import load_model, load_tokenizer, resolve_device
+from ...core.models import load_model, load_tokenizer, resolve_device, use_bf16
 from ...core.sharding import Shard, join_shards
 from ...core.training import completion_text
 
@@ -96,7 +96,7 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
     logger.info("Scoring %s: %d of %d test prompts", shard.name, len(test_protocol_prompts), len(whole))
 
     device = resolve_device(evaluation.get("device", "auto"))
-    dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
+    dtype = "bfloat16" if use_bf16(evaluation.get("bf16", "auto"), device) else "float32"
     tokenizer = load_tokenizer(lora_adapter)
     model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
     target = training_summary.get("target", "letter_and_title")
@@ -147,7 +147,7 @@ def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora
     if "llm" not in _fusion_params(evaluation)["features"]:
         return {shard.name: pd.DataFrame(columns=["method", "reviewer_id", "scores"])}
     device = resolve_device(evaluation.get("device", "auto"))
-    dtype = "bfloat16" if evaluation.get("bf16", True) else "float32"
+    dtype = "bfloat16" if use_bf16(evaluation.get("bf16", "auto"), device) else "float32"
     model = PeftModel.from_pretrained(
         load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device), lora_adapter)
     target = training_summary.get("target", "letter_and_title")
