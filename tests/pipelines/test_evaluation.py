@@ -414,9 +414,14 @@ def test_every_method_scores_the_same_stored_candidates_per_protocol(hand_made, 
 
 
 def test_the_report_says_exactly_what_the_counts_saw_for_each_split():
-    from amazon_llm_rec.pipelines.evaluation.nodes import _count_sentence
+    from amazon_llm_rec.pipelines.evaluation.nodes import _count_sentence, compute_metrics
 
-    timed = _count_sentence({"split": "global_time"})
-    assert "before the test cutoff date" in timed and "other reviewers" not in timed
-    loo = _count_sentence({"split": "leave_last_out or paper_random"})
-    assert "some of them after the window's date" in loo and "never sees its own target" in loo
+    preds = _random_preds(40)
+    prompts = pd.DataFrame({"reviewer_id": preds["reviewer_id"], "candidate_asins": [["a", "b", "c", "d"]] * 40,
+                            "correct_letter": preds["correct_letter"]})
+    sentences = {}
+    for name, frame in (("loo", prompts), ("timed", prompts.assign(count_cutoff=1.5e9))):
+        metrics = compute_metrics(pd.DataFrame(), preds, frame, {}, {"bootstrap_samples": 0})
+        sentences[name] = _count_sentence(metrics)
+    assert "before the test cutoff date" in sentences["timed"] and "other reviewers" not in sentences["timed"]
+    assert "some of them after the window's date" in sentences["loo"]

@@ -143,7 +143,7 @@ def test_retrieved_protocol_keeps_the_windows_whose_target_the_retriever_found()
     fitted = nodes.baselines.fit_sequences(seq, tests)
     cooc, pop = nodes.baselines.cooccurrence(fitted, 0), nodes.baselines.popularity(fitted)
     seq_of = seq.set_index("reviewer_id")["asins"]
-    kept = 0
+    kept, first = 0, {}
     for _, row in tests.iterrows():
         prefix = set(seq_of[row["reviewer_id"]][: row["position"]])
         top = nodes.baselines.cooccurrence_ranking(list(row["history_asins"]), cooc, pop, prefix, 10)
@@ -154,13 +154,18 @@ def test_retrieved_protocol_keeps_the_windows_whose_target_the_retriever_found()
             cands = list(mine["candidate_asins"].iloc[0])
             assert sorted(cands) == sorted(top) and not set(cands) & prefix  # its candidates: that top 10, nothing else
             assert cands[nodes.LETTERS.index(mine["correct_letter"].iloc[0])] == row["target_asin"]
+            first[row["reviewer_id"]] = top[0]
     assert 0 < kept == len(got) < len(tests) and set(got["eligible_windows"]) == {len(tests)}
     # nothing tells the answer any more: co-occurrence (the retriever's own order) is far above random here
     prompts = nodes.render_prompts(got, pd.DataFrame({"asin": sorted({a for q in seq["asins"] for a in q}), "title": "t"}),
                                    {**PARAMS, "negatives": "retrieved"})
-    scores = nodes.baselines.score_baselines(prompts, seq, {"seed": 0, "baselines": ["random", "cooccurrence"]})
+    scores = nodes.baselines.score_baselines(prompts, seq, {"seed": 0, "baselines": ["random", "cooccurrence"]},
+                                             fit_on=tests)
     hit = {m: np.mean(v.argmax(1) == prompts["correct_letter"].map(nodes.LETTERS.index)) for m, v in scores.items()}
     assert hit["cooccurrence"] > 0.3 > 1 / 10 + 0.1
+    # the evaluation's co-occurrence, on the counts of all test windows, ranks as the retriever did (ties aside)
+    picked = [list(c)[i] for c, i in zip(prompts["candidate_asins"], scores["cooccurrence"].argmax(1), strict=True)]
+    assert np.mean([p == first[r] for p, r in zip(picked, prompts["reviewer_id"], strict=True)]) > 0.9
     with pytest.raises(ConfigError, match="test protocol"):
         nodes.sample_candidates(w, seq, {**PARAMS, "negatives": "retrieved"})
 
@@ -207,9 +212,15 @@ def test_global_time_split_cuts_every_reviewer_at_the_same_dates():
     assert (w.loc[w["split"] == "train", "t"] < val_cut).all()
     assert w.loc[w["split"] == "validation", "t"].between(val_cut, test_cut - 1).all()
     assert (w.loc[w["split"] == "test", "t"] >= test_cut).all()
-    for split in ("validation", "test"):  # one window a reviewer: their first target in the period
-        part = w[w["split"] == split]
+    times_of = seq.set_index("reviewer_id")["times"]
+    for split, cut in (("validation", val_cut), ("test", test_cut)):  # one window a reviewer: their first event of
+        part = w[w["split"] == split]                                  # the period, so no history reaches into it
         assert part["reviewer_id"].is_unique and len(part) > 5
+        for rid, pos in zip(part["reviewer_id"], part["position"], strict=True):
+            assert pos == sum(x < cut for x in times_of[rid])
+    # a reviewer whose first test-period event has too short a history gets no test window at all
+    short = [r for r, ts in times_of.items() if 0 < sum(x < test_cut for x in ts) < 2 and max(ts) >= test_cut]
+    assert not set(short) & set(w.loc[w["split"] == "test", "reviewer_id"])
     assert w.loc[w["split"] == "train", "count_cutoff"].isna().all()
     assert set(w.loc[w["split"] == "test", "count_cutoff"]) == {test_cut}
     # every count for the test windows comes from events before the test cutoff, other reviewers' included

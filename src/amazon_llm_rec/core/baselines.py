@@ -145,17 +145,20 @@ BASELINES = ("random", "popularity", "cooccurrence", "bm25", "embedding", "sasre
 
 
 def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params: dict[str, Any],
-                    items: pd.DataFrame | None = None, cache: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                    items: pd.DataFrame | None = None, cache: dict[str, Any] | None = None,
+                    fit_on: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`.
 
     `cache` keeps what does not depend on the candidates (the trained SASRec, the encoder and its title
-    embeddings) between calls on the same test windows, e.g. one call per protocol."""
+    embeddings) between calls on the same test windows, e.g. one call per protocol.
+    `fit_on` (default: these prompts) are the windows the counts are cut for: every protocol of one prompt set
+    passes the whole set, so that all are scored on the same counts (and SASRec is trained once)."""
     cache = {} if cache is None else cache
     methods = list(params.get("baselines") or ["random", "popularity", "cooccurrence"])
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
         raise ValueError(f"evaluation.baselines: unknown {unknown}; choose from {list(BASELINES)}")
-    fitted = fit_sequences(sequences, test_prompts)
+    fitted = fit_sequences(sequences, test_prompts if fit_on is None else fit_on)
     pop = popularity(fitted)
     rng = np.random.default_rng(int(params["seed"]))
     cands = test_prompts["candidate_asins"].apply(list).tolist()

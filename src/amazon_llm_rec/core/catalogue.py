@@ -44,9 +44,11 @@ def _interval(values: np.ndarray, samples: int, seed: int) -> list[float]:
 def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame,
                        fusion_model: dict[str, Any] | None, recommend: dict[str, Any], evaluation: dict[str, Any],
                        llm_source: dict[str, Any] | None, history_size: int, k: int = 10,
-                       samples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rank the whole catalogue for each test window with every method; return (predictions, metrics)."""
-    fitted = baselines.fit_sequences(sequences, windows)
+                       samples: int = 1000, seed: int = 0,
+                       fit_on: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rank the whole catalogue for each test window with every method; return (predictions, metrics). Counts are cut
+    for the windows `fit_on` (default: these; the pipeline passes every test window, as the protocols use)."""
+    fitted = baselines.fit_sequences(sequences, windows if fit_on is None else fit_on)
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
     prefixes = [list(seq_of[r])[:p] for r, p in zip(windows["reviewer_id"], windows["position"], strict=True)]
     histories = [list(h) for h in windows["history_asins"]]

@@ -48,10 +48,12 @@ def check_features(names: list[str]) -> list[str]:
 
 
 def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame, names: list[str],
-                       params: dict[str, Any], cache: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol."""
+                       params: dict[str, Any], cache: dict[str, Any] | None = None,
+                       fit_on: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+    """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol; counts are
+    cut for the windows `fit_on` (default: these prompts; every protocol of a prompt set passes the whole set)."""
     cache = {} if cache is None else cache
-    fitted = baselines.fit_sequences(sequences, prompts)
+    fitted = baselines.fit_sequences(sequences, prompts if fit_on is None else fit_on)
     pop = baselines.popularity(fitted)
     cands = prompts["candidate_asins"].apply(list).tolist()
     hists = prompts["history_asins"].apply(list).tolist()

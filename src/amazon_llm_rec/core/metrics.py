@@ -62,8 +62,8 @@ def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0,
     total = weight.sum(axis=1)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
-    def interval(values: np.ndarray) -> list[float]:
-        return [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
+    def interval(values: np.ndarray) -> list[float]:  # a resample without any value to average (NaN) is left out
+        return [float(np.nanpercentile(values, lo)), float(np.nanpercentile(values, hi))]
 
     out = {name: interval(weight @ v / total) for name, v in per_prompt.items()}
     letters = {c: i for i, c in enumerate(sorted(set(preds["correct_letter"]) | set(preds["predicted_letter"])))}
@@ -76,7 +76,9 @@ def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0,
     matched = exact_matches(preds)
     if len(matched):
         w = weight[:, generated]
-        out["exact_match"] = interval((w @ matched) / np.maximum(w.sum(axis=1), 1))
+        drawn_any = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["exact_match"] = interval(np.where(drawn_any > 0, (w @ matched) / drawn_any, np.nan))
     return out
 
 

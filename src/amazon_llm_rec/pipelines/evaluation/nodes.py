@@ -177,12 +177,13 @@ def _fusion_params(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def candidate_features(prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, items: pd.DataFrame,
                        evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Compute the fusion's evidence for every candidate of every protocol (long form: prompt, candidate)."""
+    """Compute the fusion's evidence for every candidate of every protocol (long form: prompt, candidate), all on the
+    counts cut for the whole prompt set."""
     names = [n for n in _fusion_params(evaluation)["features"] if n != "llm"]
     frames, cache = [], {}
     for protocol, part in _by_protocol(prompts):
         start = time.perf_counter()
-        values = fusion.candidate_features(part, reviewer_sequences, items, names, evaluation, cache)
+        values = fusion.candidate_features(part, reviewer_sequences, items, names, evaluation, cache, fit_on=prompts)
         frames.append(fusion.features_frame(part, values, protocol))
         logger.info("Fusion features %s for %d prompts of %s in %.1f s", names, len(part), protocol,
                     time.perf_counter() - start)
@@ -253,7 +254,7 @@ def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFr
     return catalogue.evaluate_catalogue(
         windows.reset_index(drop=True), reviewer_sequences, items, fusion_model, recommend, evaluation,
         recommender.llm_source(base_model, lora_adapter, prompts), int(prompts["history_size"]), int(params.get("k", 10)),
-        int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0)))
+        int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0)), fit_on=test_prompts)
 
 
 def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
@@ -290,10 +291,12 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
 
 def score_baseline_methods(test_protocol_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame,
                            items: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
-    """Score the baselines (`evaluation.baselines`) on every protocol's stored candidates."""
+    """Score the baselines (`evaluation.baselines`) on every protocol's stored candidates, all on the counts cut for
+    the whole set of test windows (a protocol on a subset of them, e.g. retrieved_20, sees the same counts)."""
     frames, cache = [], {}
     for name, prompts in _by_protocol(test_protocol_prompts):
-        scores = baselines.score_baselines(prompts, reviewer_sequences, evaluation, items, cache)
+        scores = baselines.score_baselines(prompts, reviewer_sequences, evaluation, items, cache,
+                                           fit_on=test_protocol_prompts)
         frames += [scoring.predictions_frame(m, prompts, s).assign(protocol=name) for m, s in scores.items()]
     return pd.concat(frames, ignore_index=True)
 
@@ -513,7 +516,7 @@ def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_a
                   + ("(cyclic-permutation averaging: one pass per option order)." if metrics.get("permutation_average")
                      else "(`evaluation.permutation_average: true` averages over the k cyclic orders at k times the passes).")]
     lines += ["", "## Split leakage", "",
-              "How much of each test prompt the training prompts already reveal, for both splits of the same sequences:", "",
+              "How much of each test prompt the training prompts already reveal, for each split of the same sequences:", "",
               "| split | train prompts | test prompts | test reviewer also in training | test target in the same reviewer's "
               "training prompts | test prompt earlier than one of the reviewer's training prompts |", "|---|---|---|---|---|---|"]
     for split, v in split_leakage.items():

@@ -96,28 +96,30 @@ def _cutoff(value: Any, times: np.ndarray, name: str) -> float:
 def _global_time_split(sequences: pd.DataFrame, owner: np.ndarray, position: np.ndarray,
                        prompts: dict[str, Any]) -> tuple[np.ndarray, tuple[float, float]]:
     """Split windows by two dates shared by every reviewer: train targets before the validation cutoff; each
-    reviewer's first target in [validation, test) is validation, their first target at or after test is test."""
+    reviewer's first event in [validation, test) is their validation window, their first event from test on is their
+    test window (where it has `min_history` products before it): no history reaches into its own period."""
     if "times" not in sequences:
         raise ConfigError("prompts.split: global_time needs review times (the `times` column of reviewer_sequences)")
     spec = prompts.get("global_time") or {}
     unknown = set(spec) - {"validation", "test"}
     if unknown or not {"validation", "test"} <= set(spec):
         raise ConfigError(f"prompts.global_time needs `validation` and `test` (fractions or dates), got {dict(spec)}")
+    lengths = sequences["times"].map(len).to_numpy(dtype=np.int64)
     all_times = np.concatenate([np.asarray(t, dtype=float) for t in sequences["times"]])
     val_cut, test_cut = _cutoff(spec["validation"], all_times, "validation"), _cutoff(spec["test"], all_times, "test")
     if not val_cut < test_cut:
         raise ConfigError(f"prompts.global_time: the validation cutoff ({spec['validation']}) must come before the "
                           f"test cutoff ({spec['test']})")
-    times = sequences["times"].to_numpy()
-    t = np.array([float(times[r][p]) for r, p in zip(owner, position, strict=True)])
-    split = np.full(len(t), -1)
+    offsets = np.cumsum(lengths) - lengths
+    t = all_times[offsets[owner] + position]  # each window's target time
+    # events before each cutoff, per reviewer (sequences are time-ordered): the index of the first event after it
+    before_val = np.add.reduceat((all_times < val_cut).astype(np.int64), offsets)
+    before_test = np.add.reduceat((all_times < test_cut).astype(np.int64), offsets)
+    split = np.full(len(t), 3)  # 3: in no split (a period's later windows, or one whose history reaches into it)
     split[t < val_cut] = 0
-    for code, lo, hi in ((1, val_cut, test_cut), (2, test_cut, np.inf)):
-        inside = np.flatnonzero((t >= lo) & (t < hi))
-        # windows are ordered by reviewer, then position: a reviewer's first window in the period comes first
-        first = inside[np.unique(owner[inside], return_index=True)[1]]
-        split[first] = code
-    split = np.where(split < 0, 3, split)  # later windows of a period: in no split
+    # a reviewer's validation (test) window is their first event of the period, so its history holds nothing of it
+    split[(position == before_val[owner]) & (t >= val_cut) & (t < test_cut)] = 1
+    split[(position == before_test[owner]) & (t >= test_cut)] = 2
     return split, (val_cut, test_cut)
 
 
@@ -146,7 +148,7 @@ def _related(items: pd.DataFrame | None, universe: np.ndarray) -> dict[str, list
 
 
 def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: dict[str, Any],
-                      items: pd.DataFrame | None = None) -> pd.DataFrame:
+                      items: pd.DataFrame | None = None, fit_on: pd.DataFrame | None = None) -> pd.DataFrame:
     """Add the target plus `num_negatives` never-reviewed products, shuffled and lettered.
 
     Negatives (`prompts.negatives`): uniform (the paper), popularity (in proportion to how many
@@ -163,27 +165,27 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
         if set(windows["split"]) != {"test"}:
             raise ConfigError("prompts.negatives: retrieved keeps only the windows the retriever hits, so it is a test "
                               "protocol (prompts.test_protocols), not the trained one; train on uniform, popularity or hard")
-        return retrieved_candidates(windows, sequences, k + 1, int(prompts["seed"]))
-    universe = np.array(sorted({a for seq in sequences["asins"] for a in seq}))
+        return retrieved_candidates(windows, sequences, k + 1, int(prompts["seed"]), fit_on)
+    # global_time: negatives come from the catalogue as it stood at the window's cutoff (no product first seen later,
+    # popularity counted before it); other splits: the whole catalogue
+    cutoffs = windows["count_cutoff"].to_numpy(dtype=float) if "count_cutoff" in windows else np.full(len(windows), np.nan)
+    pools = {c: _negative_pool(sequences, strategy, c) for c in {None, *cutoffs[~np.isnan(cutoffs)].tolist()}}
     wanted = set(windows["reviewer_id"])  # only the windows' reviewers: memory follows the caps, not the data
     bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True) if rid in wanted}
     seed = int(prompts["seed"])
-    weights = None
-    if strategy == "popularity":
-        counts = Counter(chain.from_iterable(sequences["asins"]))
-        weights = np.cumsum(np.array([counts[a] for a in universe], dtype=float))
-        weights /= weights[-1]
-    related = _related(items, universe) if strategy == "hard" else {}
+    related = _related(items, pools[None][0]) if strategy == "hard" else {}
     topped_up = 0
     candidates, letters = [], []
-    for rid, pos, target in zip(windows["reviewer_id"], windows["position"], windows["target_asin"], strict=True):
+    for rid, pos, target, cut in zip(windows["reviewer_id"], windows["position"], windows["target_asin"], cutoffs,
+                                     strict=True):
         rng = window_rng(seed, rid, pos)
+        universe, weights, allowed = pools[None if np.isnan(cut) else float(cut)]
         seen = bought[rid]
         if len(universe) - len(seen) < k:
             raise EmptyFilterError(f"reviewer {rid} has fewer than num_negatives={k} unreviewed products to sample")
         negatives: list[str] = []
         if strategy == "hard":
-            pool = [a for a in related.get(target, []) if a not in seen]
+            pool = [a for a in related.get(target, []) if a not in seen and (allowed is None or a in allowed)]
             if pool:
                 negatives = [pool[i] for i in rng.permutation(len(pool))[:k]]
             topped_up += len(negatives) < k
@@ -205,14 +207,33 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
 NEGATIVES = ("uniform", "popularity", "hard", "retrieved")
 
 
-def retrieved_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+def _negative_pool(sequences: pd.DataFrame, strategy: str, cutoff: float | None):
+    """(products, cumulative popularity weights or None, allowed set or None) to draw negatives from: every product,
+    or under global_time the products reviewed before `cutoff`, with popularity counted before it."""
+    if cutoff is None:
+        events = chain.from_iterable(sequences["asins"])
+    else:
+        events = (a for asins, times in zip(sequences["asins"], sequences["times"], strict=True)
+                  for a, t in zip(asins, times, strict=True) if t < cutoff)
+    counts = Counter(events)
+    universe = np.array(sorted(counts))
+    weights = None
+    if strategy == "popularity":
+        weights = np.cumsum(np.array([counts[a] for a in universe], dtype=float))
+        weights /= weights[-1]
+    return universe, weights, None if cutoff is None else set(universe.tolist())
+
+
+def retrieved_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, n: int, seed: int,
+                         fit_on: pd.DataFrame | None = None) -> pd.DataFrame:
     """LlamaRec's protocol: the co-occurrence retriever's top `n` products for each window are its candidates, and
     only the windows whose true next product is among them are kept (the re-ranker is measured where it can win).
 
-    The retriever is fitted on every reviewer's sequence before their earliest window here (`fit_sequences`) and
-    excludes what the reviewer bought before the target, as the catalogue's retriever does. `eligible_windows`
-    says from how many windows the kept ones came."""
-    retriever = _retriever(windows, sequences)
+    The retriever counts what `fit_sequences` allows for the windows `fit_on` (default: these; the pipeline passes
+    every test window, so the evaluation's co-occurrence baseline has the same counts) and excludes what the reviewer
+    bought before the target, as the catalogue's retriever does (later purchases may be candidates).
+    `eligible_windows` says from how many windows the kept ones came."""
+    retriever = _retriever(windows if fit_on is None else fit_on, sequences)
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
     keep, candidates, letters = [], [], []
     for i, (rid, pos, target, hist) in enumerate(zip(windows["reviewer_id"], windows["position"], windows["target_asin"],
@@ -235,7 +256,7 @@ def retrieved_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, n: int,
 
 
 def _retriever(windows: pd.DataFrame, sequences: pd.DataFrame):
-    """Co-occurrence counts and popularity from the fitted sequences of these windows (`fit_sequences`)."""
+    """Co-occurrence counts and popularity from the sequences `fit_sequences` allows for these windows."""
     fitted = baselines.fit_sequences(sequences, windows)
     rows = {a for hist in windows["history_asins"] for a in hist}  # the counts these histories rank by
     return baselines.cooccurrence(fitted, 0, rows=rows), baselines.popularity(fitted)
@@ -262,7 +283,7 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
         spec = {**prompts, **extra, "seed": int(prompts["seed"]) + 1000 * (i + 1)}
         # max_prompts: only the first N test windows (the same reviewers for every method of this protocol)
         subset = tests if extra.get("max_prompts") is None else tests.head(int(extra["max_prompts"]))
-        candidates = sample_candidates(subset, sequences, spec, items)
+        candidates = sample_candidates(subset, sequences, spec, items, fit_on=tests)
         frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(spec)))
     out = pd.concat(frames, ignore_index=True)
     names = out["protocol"].unique()
@@ -273,11 +294,11 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
 
 
 def split_leakage(sequences: pd.DataFrame, prompts: dict[str, Any]) -> dict[str, Any]:
-    """Show side by side, for both splits, how much of each test prompt the training prompts already reveal."""
+    """Show side by side, for each split (global_time where the run uses it), how much of each test prompt the training prompts already reveal."""
     out = {}
     for split in SPLIT_STRATEGIES:
-        if split == "global_time" and ("times" not in sequences or not prompts.get("global_time")):
-            continue
+        if split == "global_time" and prompts["split"] != "global_time":
+            continue  # its cutoffs mean something only where review times are real
         w = build_windows(sequences, {**prompts, "split": split})
         train, test = w[w["split"] == "train"], w[w["split"] == "test"]
         seen_items: dict[str, set[str]] = {}
