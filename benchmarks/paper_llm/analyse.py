@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amazon_llm_rec.core.metrics import paired_bootstrap
+from amazon_llm_rec.core.metrics import method_metrics, paired_bootstrap
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 
 STUDY = {"accuracy": 0.989, "source": "the study's reported accuracy (its precision, recall, F1 and exact match are as high)"}
@@ -34,12 +34,17 @@ SHOWN = ["zero_shot", "fine_tuned", "fusion", "fusion_no_llm", "cooccurrence", "
 
 
 def _predictions(run: Path, protocol: str) -> pd.DataFrame:
-    """Every method's stored predictions on the trained protocol (LLMs, baselines, fusions)."""
+    """Every method's stored predictions on the trained protocol (LLMs, baselines, fusions); the LLMs' under the
+    scoring chosen on validation windows where `choose_scoring.py` chose another than the run's."""
     out = Path(run) / "model_output"
     frames = [pd.read_parquet(out / f) for f in ("llm_predictions.parquet", "baseline_predictions.parquet",
                                                  "fusion_predictions.parquet") if (out / f).exists()]
     preds = pd.concat(frames, ignore_index=True)
-    return preds[preds["protocol"] == protocol] if "protocol" in preds else preds
+    preds = preds[preds["protocol"] == protocol] if "protocol" in preds else preds
+    if (out / "llm_predictions_chosen.parquet").exists():
+        chosen = pd.read_parquet(out / "llm_predictions_chosen.parquet")
+        preds = pd.concat([preds[~preds["method"].isin(set(chosen["method"]))], chosen], ignore_index=True)
+    return preds
 
 
 def _category_of(data: Path, categories: list[str]) -> dict[str, str]:
@@ -112,8 +117,12 @@ def mixed_negatives(run: Path, preds: pd.DataFrame, category: dict[str, str]) ->
     return out
 
 
-def _metrics_rows(metrics: dict) -> dict:
+def _metrics_rows(metrics: dict, preds: pd.DataFrame) -> dict:
     entry = next(iter(metrics["protocols"].values()))
+    for method in ("zero_shot", "fine_tuned"):  # recomputed: the scoring may have been chosen after the run
+        part = preds[preds["method"] == method]
+        if len(part):
+            entry["methods"][method] = method_metrics(part.reset_index(drop=True), 1000, 0)
     rows = {}
     for method in SHOWN:
         m = entry["methods"].get(method)
@@ -145,7 +154,12 @@ def _markdown(result: dict) -> str:
         if key not in result["runs"]:
             continue
         run = result["runs"][key]
+        sc = run["scoring"]
         lines += [f"## {label}: {run['metrics']['test_prompts']} test prompts", "",
+                  f"LLM scoring: `{sc['chosen']}`" + (f", chosen on {sc['validation_prompts']} validation windows "
+                                                    f"(fine-tuned HR@1 there: {sc['validation_hr1']})"
+                                                    if "validation_hr1" in sc else "") + ". The fusion was fitted "
+                  "on the run's own LLM score (letter logits) and is reported as run.", "",
                   "| method | HR@1 (accuracy) [95% CI] | precision | recall | F1 | exact match (n) |", "|---|---|---|---|---|---|"]
         for method, m in run["metrics"]["methods"].items():
             ci = m["ci95_accuracy"]
@@ -198,7 +212,9 @@ def main() -> None:
         protocol = next(iter(metrics["protocols"]))
         preds = _predictions(run, protocol)
         result["runs"][key] = {
-            "metrics": _metrics_rows(metrics),
+            "metrics": _metrics_rows(metrics, preds),
+            "scoring": json.loads((run / "scoring_choice.json").read_text()) if (run / "scoring_choice.json").exists()
+            else {"chosen": metrics.get("scoring"), "note": "the run's own scoring, not chosen on validation"},
             "training": json.loads((run / "training_summary.json").read_text()) if (run / "training_summary.json").exists() else None,
             "fine_tuned_vs_zero_shot": _paired_ft(preds),
             "seen_targets": seen_targets(run, sequences, preds, {**prompts, "split": split}),

@@ -400,7 +400,7 @@ def render_report(metrics: dict[str, Any]) -> str:
               + (", averaged over the cyclic permutations of the options." if metrics.get("permutation_average") else "."),
               "Exact match: greedy generation equals the answer the model was trained to write (the paper's metric), "
               "on the first `exact_match_max_prompts` test prompts of the first protocol. "
-              "Brackets: 95% bootstrap intervals over test prompts.", ""]
+              "Brackets: 95% bootstrap intervals, resampling test reviewers.", ""]
     return "\n".join(lines)
 
 
