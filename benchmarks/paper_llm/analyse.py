@@ -67,9 +67,10 @@ def _hr1_by(preds: pd.DataFrame, test: pd.DataFrame, groups: np.ndarray, names: 
         mask = groups == label
         row = {"prompts": int(mask.sum())}
         for method, group in preds.groupby("method", sort=False):
-            g = group.reset_index(drop=True)
-            if len(g) == len(test) and mask.any():
-                row[method] = round(float((g["predicted_letter"] == g["correct_letter"]).to_numpy()[mask].mean()), 3)
+            g = group.reset_index(drop=True)  # a method scored on the first n test prompts only: those of the group
+            n = len(g)
+            if n <= len(test) and mask[:n].any():
+                row[method] = round(float((g["predicted_letter"] == g["correct_letter"]).to_numpy()[mask[:n]].mean()), 3)
         out[name] = row
     return out
 
@@ -155,7 +156,9 @@ def _markdown(result: dict) -> str:
             continue
         run = result["runs"][key]
         sc = run["scoring"]
-        lines += [f"## {label}: {run['metrics']['test_prompts']} test prompts", "",
+        lines += [f"## {label}: {run['metrics']['test_prompts']} test prompts"
+                  + (f" (the LLMs re-scored on the first {sc['test_prompts']} of them)" if "test_prompts" in sc else ""),
+                  "",
                   f"LLM scoring: `{sc['chosen']}`" + (f", chosen on {sc['validation_prompts']} validation windows "
                                                     f"(fine-tuned HR@1 there: {sc['validation_hr1']})"
                                                     if "validation_hr1" in sc else "") + ". The fusion was fitted "

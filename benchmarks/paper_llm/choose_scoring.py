@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--base-model", required=True)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-test", type=int, help="score only the first N test prompts (the CPU budget)")
+    parser.add_argument("--validation-hr1", type=float,
+                        help="title likelihood's validation HR@1 from an earlier call (its log), to skip that scoring")
     args = parser.parse_args()
     from peft import PeftModel  # noqa: PLC0415
 
@@ -45,15 +48,19 @@ def main() -> None:
     dtype = "bfloat16" if use_bf16("auto", "cpu") else "float32"
     model = PeftModel.from_pretrained(load_model(args.base_model, dtype, device="cpu"), adapter)
     tokenizer = load_tokenizer(adapter)
-    titles = ev._score_model("fine_tuned", model, tokenizer, validation, evaluation, target, generate=False)
+    title_hr1 = args.validation_hr1 if args.validation_hr1 is not None else _hr1(
+        ev._score_model("fine_tuned", model, tokenizer, validation, evaluation, target, generate=False))
     choice = {"validation_prompts": len(validation), "target": target,
-              "validation_hr1": {"letter_logits": _hr1(letters), "title_likelihood": _hr1(titles)}}
+              "validation_hr1": {"letter_logits": _hr1(letters), "title_likelihood": title_hr1}}
     choice["chosen"] = max(choice["validation_hr1"], key=choice["validation_hr1"].get)
     print(json.dumps(choice, indent=2))
     if choice["chosen"] == "title_likelihood":
         stored = pd.read_parquet(run / "model_output" / "llm_predictions.parquet")
         protocol = stored["protocol"].iloc[0]
         test = pd.read_parquet(run / "model_input" / "test_prompts.parquet")
+        if args.max_test is not None:
+            test = test.head(args.max_test)
+            choice["test_prompts"] = len(test)
         frames = []
         for method in ("zero_shot", "fine_tuned"):
             if method == "zero_shot":
@@ -61,7 +68,7 @@ def main() -> None:
                     preds = ev._score_model(method, model, tokenizer, test, evaluation, target, generate=False)
             else:
                 preds = ev._score_model(method, model, tokenizer, test, evaluation, target, generate=False)
-            old = stored[(stored["method"] == method) & (stored["protocol"] == protocol)].reset_index(drop=True)
+            old = stored[(stored["method"] == method) & (stored["protocol"] == protocol)].head(len(test))
             preds["generated"] = old["generated"].to_numpy()  # exact match does not depend on the scoring
             frames.append(preds.assign(protocol=protocol))
             choice.setdefault("test_hr1", {})[method] = _hr1(preds)
