@@ -71,6 +71,8 @@ def _hr1_by(preds: pd.DataFrame, test: pd.DataFrame, groups: np.ndarray, names: 
             n = len(g)
             if n <= len(test) and mask[:n].any():
                 row[method] = round(float((g["predicted_letter"] == g["correct_letter"]).to_numpy()[mask[:n]].mean()), 3)
+                if n < len(test):
+                    row.setdefault("prompts_of_methods_on_fewer", {})[method] = int(mask[:n].sum())
         out[name] = row
     return out
 
@@ -185,7 +187,9 @@ def _markdown(result: dict) -> str:
             methods = [m for m in SHOWN if any(m in h for _, h in rows)]
             lines += ["| test windows | prompts | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
             for g, h in rows:
-                lines.append(f"| {g} | {h['prompts']} | " + " | ".join(f"{h[m]:.3f}" if m in h else "n/a" for m in methods) + " |")
+                fewer = h.get("prompts_of_methods_on_fewer", {})
+                lines.append(f"| {g} | {h['prompts']} | " + " | ".join(
+                    (f"{h[m]:.3f}" + (f" (of {fewer[m]})" if m in fewer else "")) if m in h else "n/a" for m in methods) + " |")
             lines += [""]
     return "\n".join(lines) + "\n"
 

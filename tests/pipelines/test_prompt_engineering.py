@@ -334,3 +334,51 @@ def test_windows_built_from_arrays_equal_one_row_a_window_then_sampled(extra):
     got = nodes.build_windows(sequences, prompts)
     want = _windows_one_row_each(sequences, prompts)
     pd.testing.assert_frame_equal(got.assign(history_asins=got["history_asins"].map(list)), want)
+
+
+def test_every_protocol_counts_on_the_whole_test_set(items):
+    # retrieved_20 keeps a subset of the test windows; its counts must still be cut for all of them (the
+    # retriever's), not for the subset, or the reviewers left out would lend it their test targets
+    from amazon_llm_rec.pipelines.evaluation import nodes as ev
+
+    seq = _shared_items()
+    # a third of the reviewers jump far along the chain at the end: the retriever misses those targets, which are
+    # other reviewers' candidates, so counting them (or not) moves the candidates' popularity
+    seq["asins"] = [a[:-1] + [f"S{(u + 17) % 30}"] if u % 3 == 0 else a for u, a in enumerate(seq["asins"])]
+    catalogue = pd.DataFrame({"asin": sorted({a for q in seq["asins"] for a in q}), "title": "t"})
+    params = {**PARAMS, "min_history": 2, "test_protocols": [{"negatives": "retrieved", "num_negatives": 9}]}
+    windows = nodes.build_windows(seq, params)
+    _, _, test = nodes.split_prompts(nodes.render_prompts(nodes.sample_candidates(windows, seq, params), catalogue,
+                                                          params))
+    stacked = nodes.build_test_protocols(test, windows, seq, catalogue, params)
+    sub = stacked[stacked["protocol"] == "retrieved_10"].reset_index(drop=True)
+    assert 0 < len(sub) < len(test)
+    evaluation = {"seed": 0, "baselines": ["popularity"]}
+    got = ev.score_baseline_methods(stacked, seq, catalogue, evaluation)
+    got = np.stack(got[got["protocol"] == "retrieved_10"]["scores"].to_list())
+    whole = nodes.baselines.score_baselines(sub, seq, evaluation, fit_on=stacked)["popularity"]
+    alone = nodes.baselines.score_baselines(sub, seq, evaluation)["popularity"]
+    np.testing.assert_allclose(got, whole)
+    assert not np.allclose(whole, alone)  # the two cuts differ here: the check above can fail
+
+
+def test_global_time_negatives_and_targets_come_from_the_catalogue_before_the_cutoff():
+    seq = _timed_sequences()
+    late = pd.Timestamp("2018-03-01", tz="UTC").timestamp()
+    new = pd.DataFrame({"reviewer_id": [f"N{i}" for i in range(20)],  # products first reviewed in the test period
+                        "asins": [[f"S{i}", f"S{i + 1}", f"NEW{i % 5}", f"S{i + 2}"] for i in range(20)],
+                        "times": [[late - 3e7, late - 2e7, late, late + 1e6] for _ in range(20)]})
+    seq = pd.concat([seq, new], ignore_index=True)
+    params = {**PARAMS, "split": "global_time", "min_history": 2, "num_negatives": 9,
+              "global_time": {"validation": "2017-07-01", "test": "2018-01-01"}}
+    w = nodes.build_windows(seq, params)
+    cands = nodes.sample_candidates(w, seq, params)
+    for split, cut in (("train", "2017-07-01"), ("validation", "2017-07-01"), ("test", "2018-01-01")):
+        stamp = pd.Timestamp(cut, tz="UTC").timestamp()
+        known = {a for asins, times in zip(seq["asins"], seq["times"], strict=True)
+                 for a, x in zip(asins, times, strict=True) if x < stamp}
+        part = cands[cands["split"] == split]
+        assert len(part) and all(set(c) <= known for c in part["candidate_asins"])  # targets and negatives
+    # the new products' first reviewers' test windows are left out, not scored with an unknowable target
+    assert not cands.loc[cands["split"] == "test", "target_asin"].str.startswith("NEW").any()
+    assert (w["reviewer_id"].str.startswith("N") & (w["split"] == "test")).sum() == 0

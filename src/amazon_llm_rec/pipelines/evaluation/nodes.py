@@ -269,7 +269,8 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
     device = resolve_device(evaluation.get("device", "auto"))
     target = training_summary.get("target", "letter_and_title")
     tokenizer = load_tokenizer(lora_adapter)
-    tuned = PeftModel.from_pretrained(load_model(base_model, "bfloat16", device=device), lora_adapter)
+    dtype = "bfloat16" if use_bf16(evaluation.get("bf16", "auto"), device) else "float32"
+    tuned = PeftModel.from_pretrained(load_model(base_model, dtype, device=device), lora_adapter)
 
     def accuracy(model) -> float:
         preds = _score_model("check", model, tokenizer, validation_prompts, {**evaluation, "permutation_average": False},
@@ -280,7 +281,7 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
     merged = tuned.merge_and_unload()
     after = accuracy(merged)
     tolerance = float(evaluation.get("merge_tolerance", 0.01))
-    report = {"exported": True, "dtype": "bfloat16", "validation_prompts": len(validation_prompts),
+    report = {"exported": True, "dtype": dtype, "validation_prompts": len(validation_prompts),
               "accuracy_adapter": before, "accuracy_merged": after, "dropped": after < before - tolerance}
     if report["dropped"]:
         logger.warning("Merged 16-bit model: validation accuracy dropped from %.3f to %.3f", before, after)

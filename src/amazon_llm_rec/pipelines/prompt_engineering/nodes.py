@@ -63,6 +63,9 @@ def build_windows(sequences: pd.DataFrame, prompts: dict[str, Any]) -> pd.DataFr
     windows = pd.DataFrame(rows, columns=["reviewer_id", "position", "history_asins", "target_asin", "split"])
     if cutoffs is not None:  # every count for a validation or test window is taken before its split's cutoff
         windows["count_cutoff"] = windows["split"].map({"validation": cutoffs[0], "test": cutoffs[1]}).astype(float)
+        # negatives come from the catalogue as it stood at the start of the window's period (training: validation's)
+        windows["catalogue_cutoff"] = windows["split"].map({"train": cutoffs[0], "validation": cutoffs[0],
+                                                            "test": cutoffs[1]}).astype(float)
         logger.info("global_time cutoffs: validation from %s, test from %s (unix seconds %d, %d)",
                     *(time.strftime("%Y-%m-%d", time.gmtime(c)) for c in cutoffs), *cutoffs)
     logger.info("Windows (%s): %s of %d", strategy, windows["split"].value_counts().to_dict(), total)
@@ -112,14 +115,24 @@ def _global_time_split(sequences: pd.DataFrame, owner: np.ndarray, position: np.
                           f"test cutoff ({spec['test']})")
     offsets = np.cumsum(lengths) - lengths
     t = all_times[offsets[owner] + position]  # each window's target time
+    all_asins = np.concatenate([np.asarray(a, dtype=object) for a in sequences["asins"]])
+    target = all_asins[offsets[owner] + position]
     # events before each cutoff, per reviewer (sequences are time-ordered): the index of the first event after it
     before_val = np.add.reduceat((all_times < val_cut).astype(np.int64), offsets)
     before_test = np.add.reduceat((all_times < test_cut).astype(np.int64), offsets)
     split = np.full(len(t), 3)  # 3: in no split (a period's later windows, or one whose history reaches into it)
     split[t < val_cut] = 0
     # a reviewer's validation (test) window is their first event of the period, so its history holds nothing of it
-    split[(position == before_val[owner]) & (t >= val_cut) & (t < test_cut)] = 1
-    split[(position == before_test[owner]) & (t >= test_cut)] = 2
+    # a target nobody reviewed before its period's cutoff would be the one candidate without counts: such windows
+    # (new products) are left out, and the log says how many
+    known_val = np.isin(target, all_asins[all_times < val_cut])
+    known_test = np.isin(target, all_asins[all_times < test_cut])
+    first_val = (position == before_val[owner]) & (t >= val_cut) & (t < test_cut)
+    first_test = (position == before_test[owner]) & (t >= test_cut)
+    split[first_val & known_val] = 1
+    split[first_test & known_test] = 2
+    logger.info("global_time: %d validation and %d test windows left out: their product was first reviewed in "
+                "their own period", int((first_val & ~known_val).sum()), int((first_test & ~known_test).sum()))
     return split, (val_cut, test_cut)
 
 
@@ -168,7 +181,8 @@ def sample_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, prompts: d
         return retrieved_candidates(windows, sequences, k + 1, int(prompts["seed"]), fit_on)
     # global_time: negatives come from the catalogue as it stood at the window's cutoff (no product first seen later,
     # popularity counted before it); other splits: the whole catalogue
-    cutoffs = windows["count_cutoff"].to_numpy(dtype=float) if "count_cutoff" in windows else np.full(len(windows), np.nan)
+    cutoffs = windows["catalogue_cutoff"].to_numpy(dtype=float) if "catalogue_cutoff" in windows \
+        else np.full(len(windows), np.nan)
     pools = {c: _negative_pool(sequences, strategy, c) for c in {None, *cutoffs[~np.isnan(cutoffs)].tolist()}}
     wanted = set(windows["reviewer_id"])  # only the windows' reviewers: memory follows the caps, not the data
     bought = {rid: set(seq) for rid, seq in zip(sequences["reviewer_id"], sequences["asins"], strict=True) if rid in wanted}
@@ -283,7 +297,11 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
         spec = {**prompts, **extra, "seed": int(prompts["seed"]) + 1000 * (i + 1)}
         # max_prompts: only the first N test windows (the same reviewers for every method of this protocol)
         subset = tests if extra.get("max_prompts") is None else tests.head(int(extra["max_prompts"]))
-        candidates = sample_candidates(subset, sequences, spec, items, fit_on=tests)
+        try:
+            candidates = sample_candidates(subset, sequences, spec, items, fit_on=tests)
+        except EmptyFilterError as exc:  # an extra protocol without a single window: say so, score the others
+            logger.warning("prompts.test_protocols[%d] skipped: %s", i, exc)
+            continue
         frames.append(render_prompts(candidates, items, spec).assign(protocol=protocol_name(spec)))
     out = pd.concat(frames, ignore_index=True)
     names = out["protocol"].unique()
@@ -294,7 +312,8 @@ def build_test_protocols(test_prompts: pd.DataFrame, windows: pd.DataFrame, sequ
 
 
 def split_leakage(sequences: pd.DataFrame, prompts: dict[str, Any]) -> dict[str, Any]:
-    """Show side by side, for each split (global_time where the run uses it), how much of each test prompt the training prompts already reveal."""
+    """Show side by side, for each split (global_time where the run uses it), how much of each test prompt the
+    training prompts already reveal."""
     out = {}
     for split in SPLIT_STRATEGIES:
         if split == "global_time" and prompts["split"] != "global_time":
