@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from in_memory import items_and_sequences
 
 from amazon_llm_rec.pipelines.evaluation import nodes as ev
@@ -27,20 +26,14 @@ from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def params(env: str) -> dict:
-    """conf/base's parameters with conf/<env>'s on top, as Kedro's config loader merges them."""
-    merged: dict = {}
-    for folder in ("base", env):
-        for path in sorted((ROOT / "conf" / folder).glob("parameters*.yml")):
-            merged = _merge(merged, yaml.safe_load(path.read_text()) or {})
-    return merged
+    """The parameters of `kedro run --env=<env>`: Kedro's config loader with the project's own settings."""
+    from kedro.config import OmegaConfigLoader  # noqa: PLC0415
+
+    from amazon_llm_rec.settings import CONFIG_LOADER_ARGS  # noqa: PLC0415
+
+    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env})
+    return loader["parameters"]
 
 
 def main() -> None:
@@ -54,9 +47,8 @@ def main() -> None:
     p = params(args.env)
     raw, prompts = {**p["raw"], "data_dir": args.data}, p["prompts"]
     features = [f for f in p["evaluation"]["fusion"]["features"] if f != "llm"]
-    evaluation = _merge(p["evaluation"], {"baselines": args.baselines,
-                                          "fusion": {"features": features, "recommended": "fusion_no_llm"}})
-    evaluation["baselines"] = args.baselines  # a list replaces, it does not merge
+    evaluation = {**p["evaluation"], "baselines": args.baselines,
+                  "fusion": {**p["evaluation"]["fusion"], "features": features, "recommended": "fusion_no_llm"}}
     items, sequences = items_and_sequences(raw, p["processing"])
     windows = pe.build_windows(sequences, prompts)
     _, validation, test = pe.split_prompts(pe.render_prompts(pe.sample_candidates(windows, sequences, prompts, items),

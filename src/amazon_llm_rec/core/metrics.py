@@ -137,8 +137,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, reviewers: np.ndarray, sample
     codes, _ = pd.factorize(np.asarray(reviewers))
     diff_sum = np.bincount(codes, weights=a - b)
     count = np.bincount(codes).astype(float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(count), size=(samples, len(count)))
-    means = diff_sum[idx].sum(axis=1) / count[idx].sum(axis=1)
+    drawn = reviewer_draws(len(count), samples, np.random.default_rng(seed))  # the same draws as the intervals
+    means = (drawn @ diff_sum) / (drawn @ count)
     lo, hi = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return {"diff": float((a - b).mean()), "lo": float(lo), "hi": float(hi), "reviewers": int(len(count))}

@@ -55,7 +55,7 @@ def resolve_device(want: str = "auto") -> str:
 def use_bf16(setting: Any, device: str) -> bool:
     """Decide a `bf16` setting (true, false or auto) for a device. auto: a CUDA GPU with bf16, or a CPU with AVX-512
     BF16 or AMX. Elsewhere bf16 is emulated: a matrix product ran 45x slower than in fp32 on a 2-core AMD EPYC
-    without them (2026-12-01), while on a CPU with AVX-512 BF16 it was about 2x faster."""
+    without them (2026-12-01); on the CPU with AVX-512 BF16 used until 2026-11-27, bf16 scoring was about 2x faster."""
     if isinstance(setting, bool):
         return setting
     if setting != "auto":
