@@ -91,7 +91,7 @@ def _prompts(n=6):
 def test_title_scores_share_the_prompt_cache_and_match_separate_passes(tiny_llama):
     import torch
 
-    from amazon_llm_rec.core.models import load_model, load_tokenizer, render_prompt
+    from amazon_llm_rec.core.models import load_model, load_tokenizer, messages, render_prompt
     from amazon_llm_rec.core.scoring import score_titles
 
     tok, model = load_tokenizer(tiny_llama), load_model(tiny_llama)
@@ -101,7 +101,11 @@ def test_title_scores_share_the_prompt_cache_and_match_separate_passes(tiny_llam
     for r, row in enumerate(prompts.itertuples()):
         p = tok(render_prompt(tok, row.instruction, row.input), add_special_tokens=False)["input_ids"]
         for k, letter in enumerate("ABCD"):
-            a = tok(f"Item {letter}", add_special_tokens=False)["input_ids"]
+            # the answer's tokens as training builds them: the tail of the whole conversation (end tokens included)
+            whole = tok(tok.apply_chat_template(messages(row.instruction, row.input, f"Item {letter}"), tokenize=False),
+                        add_special_tokens=False)["input_ids"]
+            assert whole[: len(p)] == p
+            a = whole[len(p):]
             with torch.inference_mode():
                 lp = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0].float(), -1)
             ref = lp[torch.arange(len(p) - 1, len(p) + len(a) - 1), torch.tensor(a)].mean().item()
@@ -129,7 +133,7 @@ def test_score_llms_reports_zero_shot_and_fine_tuned(tiny_llama, tmp_path, mode)
     ds.save(adapter)
     ev = {"device": "cpu", "bf16": False, "batch_size": 4, "max_new_tokens": 4, "exact_match_max_prompts": 3, "seed": 0,
           "scoring": mode}
-    preds = nodes.join_llm_predictions(nodes.score_llms(_prompts(), tiny_llama, ds.load(), {"target": "title"}, ev),
+    preds = nodes.join_llm_predictions(nodes.score_llms(_prompts(), tiny_llama, ds.load(), {"target": "title"}, None, ev),
                                        _prompts(), ev)
     assert (preds["expected_output"] == [f"Item {c}" for c in "ABCDAB"] * 2).all()
     assert list(preds["method"].unique()) == ["zero_shot", "fine_tuned"]
@@ -171,7 +175,7 @@ def test_two_shards_of_the_llm_scoring_joined_equal_one_shard(tiny_llama, tmp_pa
           "llm_protocols": None}
 
     def run(index, count):
-        return nodes.score_llms(prompts, tiny_llama, ds.load(), {"target": "title"}, {**ev, "shard": {"index": index, "count": count}})
+        return nodes.score_llms(prompts, tiny_llama, ds.load(), {"target": "title"}, None, {**ev, "shard": {"index": index, "count": count}})
 
     one = nodes.join_llm_predictions(run(0, 1), prompts, ev)
     parts = {**run(0, 2), **run(1, 2)}
@@ -186,8 +190,8 @@ def test_two_shards_of_the_llm_scoring_joined_equal_one_shard(tiny_llama, tmp_pa
     assert two["generated"].notna().sum() == 6  # exact match on the same 3 prompts a model, as unsharded
     val = _prompts(8).assign(reviewer_id=apart)
     one_v = nodes.join_validation_llm_predictions(
-        nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, ev), val, ev)
-    halves = [nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, {**ev, "shard": {"index": i, "count": 2}})
+        nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, None, ev), val, ev)
+    halves = [nodes.score_validation_llm(val, tiny_llama, ds.load(), {"target": "title"}, None, {**ev, "shard": {"index": i, "count": 2}})
               for i in (0, 1)]
     two_v = nodes.join_validation_llm_predictions({**halves[0], **halves[1]}, val, {**ev, "shard": {"count": 2}})
     pd.testing.assert_frame_equal(same(two_v), same(one_v))  # the fusion reads these by position
@@ -206,9 +210,9 @@ def test_merged_export_rechecks_validation_accuracy(tiny_llama, tmp_path):
     ads = LoRAAdapterDataset(str(tmp_path / "adapter"))
     ads.save(adapter)
     ev = {"device": "cpu", "batch_size": 4, "scoring": "title_likelihood"}
-    off, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"}, ev)
+    off, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"}, None, ev)
     assert report == {"exported": False} and off.model is None
-    merged, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"},
+    merged, report = nodes.export_merged_model(_prompts(4), tiny_llama, ads.load(), {"target": "title"}, None,
                                                {**ev, "export_merged": True})
     assert report["exported"] and report["validation_prompts"] == 4
     assert abs(report["accuracy_merged"] - report["accuracy_adapter"]) <= 0.25 and "dropped" in report
@@ -345,7 +349,7 @@ def test_permutation_average_removes_a_pure_position_bias(tiny_llama, monkeypatc
 
     calls = []
 
-    def biased(model, tokenizer, prompts, evaluation, target, desc):  # always prefers A, a bit of title signal
+    def biased(model, tokenizer, prompts, evaluation, target, desc, title_priors=None):  # always prefers A, a bit of title signal
         calls.append(len(prompts))
         return np.array([[(2.0 if i == 0 else 0.0) + 0.1 * o.endswith(" Item B") for i, o in enumerate(opts)]
                          for opts in option_lines(prompts)])

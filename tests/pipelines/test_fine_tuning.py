@@ -70,7 +70,7 @@ def test_lora_trains_saves_and_reloads(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
     ft = {**FT, "checkpoint_dir": str(tmp_path / "ckpt")}
-    adapter, history, summary = fine_tune(tiny_llama, _prompts(12), _prompts(4), ft)
+    adapter, history, summary = fine_tune(tiny_llama, _prompts(12), _prompts(4), None, None, ft, {})
     assert summary["steps"] == 3 and summary["backend"] == "lora"
     assert set(history["split"]) == {"train", "validation", "train_epoch_mean"} and history["loss"].notna().all()
     ds = LoRAAdapterDataset(str(tmp_path / "adapter"), version=None)

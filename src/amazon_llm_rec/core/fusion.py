@@ -51,42 +51,48 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
                        params: dict[str, Any], cache: dict[str, Any] | None = None,
                        fit_on: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol; counts are
-    cut for the windows `fit_on` (default: these prompts; every protocol of a prompt set passes the whole set)."""
+    cut for the windows `fit_on` (default: these prompts; every protocol of a prompt set passes the whole set).
+    The values come from `features.compute`, the function the service's `Recommender` calls."""
+    from . import features  # noqa: PLC0415
+
     cache = {} if cache is None else cache
     fitted = baselines.fit_sequences(sequences, prompts if fit_on is None else fit_on)
-    pop = baselines.popularity(fitted)
     cands = prompts["candidate_asins"].apply(list).tolist()
     hists = prompts["history_asins"].apply(list).tolist()
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
     prefixes = [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
-    titles = dict(zip(items["asin"], items["title"].fillna(""), strict=True))
-    out: dict[str, np.ndarray] = {}
+    catalogue = items["asin"].astype(str).tolist()
     cooc = {}
     if {"cooccurrence", "cooccurrence_all"} & set(names):  # only the pairs these histories and candidates need
         cooc = baselines.cooccurrence(fitted, 0, rows={h for seq in (*hists, *prefixes) for h in seq},
                                       cols={c for row in cands for c in row})
-    for name in names:
-        if name == "cooccurrence":
-            out[name] = np.log1p([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)])
-        elif name == "cooccurrence_all":
-            out[name] = np.log1p([[sum(cooc[h][c] for h in pre) for c in row] for pre, row in zip(prefixes, cands, strict=True)])
-        elif name == "popularity":
-            out[name] = np.log1p([[pop[c] for c in row] for row in cands])
-        elif name == "bm25":
-            out[name] = baselines.bm25_scores(hists, cands, titles)
-        elif name == "embedding":
-            if "encoder" not in cache:
-                cache["encoder"] = baselines.load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
-            out[name] = baselines.embedding_scores(hists, cands, titles, cache["encoder"],
-                                                   known=cache.setdefault("embeddings", {}))
-        elif name == "sasrec":
-            key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
-            if key not in cache:
-                from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
+    vectors = None
+    if "embedding" in names:
+        if "encoder" not in cache:
+            cache["encoder"] = baselines.load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
+        known = cache.setdefault("embeddings", {})
+        titles = dict(zip(items["asin"], items["title"].fillna(""), strict=True))
 
-                cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
-            out[name] = cache[key].score(prefixes, cands)
-    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+        def vectors(asins: list[str]) -> np.ndarray:
+            todo = list(dict.fromkeys(a for a in asins if a not in known))
+            if todo:
+                known.update(zip(todo, cache["encoder"].encode([titles.get(a, "") for a in todo], batch_size=128,
+                                                               normalize_embeddings=True, convert_to_numpy=True),
+                                 strict=True))
+            return np.stack([known[a] for a in asins]).astype(np.float32)
+    sasrec = None
+    if "sasrec" in names:
+        key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
+        if key not in cache:
+            from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
+
+            cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
+        sasrec = cache[key]
+    evidence = features.Evidence(cooc, baselines.popularity(fitted), dict(zip(catalogue, items["title"].fillna("")
+                                                                                .astype(str), strict=True)),
+                                 catalogue, vectors, sasrec)
+    rows = features.compute(evidence, hists, prefixes, cands, list(names))
+    return {n: np.stack([r[:, i] for r in rows]).astype(float) for i, n in enumerate(names)}
 
 
 def features_frame(prompts: pd.DataFrame, features: dict[str, np.ndarray], protocol: str) -> pd.DataFrame:

@@ -73,14 +73,19 @@ class Recommendation:
 
 
 class LLMScorer:
-    """The fine-tuned LLM's score of candidate titles after a history-only (pointwise) prompt."""
+    """The fine-tuned LLM's score of candidate titles after a history-only (pointwise) prompt: the evaluation's
+    `evaluation.title_score` (mean, sum, or pmi against the stored `title_priors`), by the same scoring code."""
 
-    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int = 8, title_score: str = "mean",
+                 priors: dict[str, float] | None = None) -> None:
         self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
+        self.title_score, self.priors = title_score, priors or {}
+        if title_score == "pmi" and not self.priors:
+            raise ConfigError("evaluation.title_score is pmi but no title priors were given (the `title_priors` dataset)")
 
     @classmethod
     def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool | str = "auto",
-             batch_size: int = 8) -> LLMScorer:
+             batch_size: int = 8, title_score: str = "mean", priors: dict[str, float] | None = None) -> LLMScorer:
         """Load the base model, apply the LoRA adapter and merge it (one model in memory, no LoRA overhead)."""
         from .models import load_model, load_tokenizer, resolve_device, use_bf16  # noqa: PLC0415
 
@@ -91,10 +96,11 @@ class LLMScorer:
 
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         model.eval()
-        return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size)
+        return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size, title_score, priors)
 
-    def score(self, history_titles: list[list[str]], candidate_titles: list[list[str]]) -> list[np.ndarray]:
-        """Mean log-likelihood per token of each candidate's title, per row (rows may differ in length)."""
+    def score(self, history_titles: list[list[str]], candidate_titles: list[list[str]],
+              candidate_asins: list[list[str]] | None = None) -> list[np.ndarray]:
+        """Each candidate's title score, per row (rows may differ in length); pmi needs `candidate_asins`."""
         from .models import history_input  # noqa: PLC0415
         from .scoring import score_titles  # noqa: PLC0415
 
@@ -107,8 +113,17 @@ class LLMScorer:
                 continue
             prompts = pd.DataFrame({"instruction": self.instruction,
                                     "input": [history_input(history_titles[i]) for i in rows]})
+            priors = None
+            if self.title_score == "pmi":
+                if candidate_asins is None:
+                    raise ConfigError("evaluation.title_score: pmi needs the candidates' ASINs (their title priors)")
+                try:
+                    priors = np.array([[self.priors[a] for a in candidate_asins[i]] for i in rows], dtype=float)
+                except KeyError as exc:
+                    raise ConfigError(f"title_priors has no prior for product {exc.args[0]!r}") from exc
             scores = score_titles(self.model, self.tokenizer, prompts, self.batch_size, desc="LLM re-ranking",
-                                  answers=[list(candidate_titles[i]) for i in rows], options_per_pass=None)
+                                  answers=[list(candidate_titles[i]) for i in rows], options_per_pass=None,
+                                  title_score=self.title_score, priors=priors)
             for j, i in enumerate(rows):
                 out[i] = scores[j].astype(float)
         return out
@@ -133,59 +148,33 @@ class Recommender:
                 raise ConfigError(f"recommend.ranker {config.ranker!r} uses SASRec's score: pass a fitted SASRec")
             if "embedding" in names and retriever.matrix is None:
                 raise ConfigError("the fusion uses the embedding feature: build the Retriever with an encoder")
-        self._bm25 = None
+        self._ev = None
 
     @property
     def uses_llm(self) -> bool:
         """Whether a call runs the LLM."""
         return self.model is not None and "llm" in self.model["features"]
 
-    def _bm25_index(self):
-        if self._bm25 is None:
-            import bm25s  # noqa: PLC0415
+    def _evidence(self):
+        """The retriever's counts, titles and title embeddings as `features.Evidence` (built once)."""
+        from .features import Evidence  # noqa: PLC0415
 
-            index = bm25s.BM25()
-            corpus = [self.retriever.titles.get(a, "") for a in self.retriever.asins]
-            index.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
-            self._bm25 = index
-        return self._bm25
+        if self._ev is None:
+            r = self.retriever
+            vectors = None if r.matrix is None else (lambda asins: r.matrix[[r.position[a] for a in asins]])
+            self._ev = Evidence(r.cooc, r.pop, r.titles, r.asins, vectors, self.sasrec)
+        return self._ev
 
     def features(self, histories: list[list[str]], prefixes: list[list[str]], candidates: list[list[str]],
                  names: list[str]) -> list[np.ndarray]:
-        """Per row, its candidates' features [n, F] in the order of `names` (the fusion's evidence)."""
-        r = self.retriever
-        cols: dict[str, list[np.ndarray]] = {}
-        for name in names:
-            if name == "cooccurrence":
-                cols[name] = [np.log1p([sum(r.cooc.get(h, {}).get(c, 0) for h in hist) for c in row])
-                              for hist, row in zip(histories, candidates, strict=True)]
-            elif name == "cooccurrence_all":
-                cols[name] = [np.log1p([sum(r.cooc.get(h, {}).get(c, 0) for h in pre) for c in row])
-                              for pre, row in zip(prefixes, candidates, strict=True)]
-            elif name == "popularity":
-                cols[name] = [np.log1p([r.pop[c] for c in row]) for row in candidates]
-            elif name == "embedding":
-                vecs = r.history_vectors(histories)
-                cols[name] = [r.matrix[[r.position[c] for c in row]] @ vecs[i] if row else np.zeros(0)
-                              for i, row in enumerate(candidates)]
-            elif name == "bm25":
-                import bm25s  # noqa: PLC0415
+        """Per row, its candidates' features [n, F] in the order of `names` (the fusion's evidence), from
+        `features.compute`: the function the evaluation calls."""
+        from .features import compute  # noqa: PLC0415
 
-                index = self._bm25_index()
-                queries = bm25s.tokenize([" ".join(r.titles.get(a, "") for a in h) for h in histories],
-                                         stopwords="en", show_progress=False, return_ids=False)
-                cols[name] = [(index.get_scores(q) if q else np.zeros(len(r.asins)))[[r.position[c] for c in row]]
-                              for q, row in zip(queries, candidates, strict=True)]
-            elif name == "sasrec":
-                cols[name] = [self.sasrec.score([pre], [row])[0] if row else np.zeros(0)
-                              for pre, row in zip(prefixes, candidates, strict=True)]
-            elif name == "llm":
-                cols[name] = self.llm.score([[r.titles.get(a, a) for a in h] for h in histories],
-                                            [[r.titles.get(a, a) for a in row] for row in candidates])
-            else:
-                raise ConfigError(f"unknown fusion feature {name!r}")
-        return [np.stack([np.asarray(cols[n][i], dtype=float) for n in names], axis=-1).reshape(len(row), len(names))
-                for i, row in enumerate(candidates)]
+        r = self.retriever
+        llm = None if self.llm is None else (lambda hists, cands: self.llm.score(
+            [[r.titles.get(a, a) for a in h] for h in hists], [[r.titles.get(a, a) for a in row] for row in cands], cands))
+        return compute(self._evidence(), histories, prefixes, candidates, list(names), llm)
 
     def recommend(self, histories: list[list[str]], k: int | None = None, exclude_bought: bool | None = None,
                   prefixes: list[list[str]] | None = None, candidates: list[list[str]] | None = None,
@@ -227,10 +216,15 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else -1e9
 
 
-def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any]) -> dict[str, Any]:
-    """What the LLM scorer loads: the base model, the adapter and the pointwise instruction (`params:prompts`)."""
+def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any], evaluation: dict[str, Any] | None = None,
+               title_priors: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What the LLM scorer loads: the base model, the adapter, the pointwise instruction (`params:prompts`) and how a
+    title is scored (`evaluation.title_score`, with the stored `title_priors` for pmi)."""
     instruction = prompts.get("pointwise_instruction") or prompts["instruction"]
-    return {"base_model": base_model, "adapter": adapter, "instruction": " ".join(str(instruction).split())}
+    priors = {} if title_priors is None or title_priors.empty else \
+        dict(zip(title_priors["asin"], title_priors["prior"].astype(float), strict=True))
+    return {"base_model": base_model, "adapter": adapter, "instruction": " ".join(str(instruction).split()),
+            "title_score": (evaluation or {}).get("title_score", "mean"), "priors": priors}
 
 
 def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model: dict[str, Any] | None,
@@ -261,7 +255,8 @@ def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model
         if key not in cache:
             cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
                                         evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
-                                        cfg.llm_batch_size)
+                                        cfg.llm_batch_size, llm_source.get("title_score", "mean"),
+                                        llm_source.get("priors"))
         llm = cache[key]
     sasrec = None
     if "sasrec" in names:

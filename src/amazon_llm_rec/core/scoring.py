@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
 from .models import LETTERS, option_token_ids, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -119,47 +120,148 @@ def _cache_arg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+TITLE_SCORES = ("mean", "sum", "pmi")
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class AnswerTokens:
+    """The tokens an answer is trained as: the tail of the tokenised prompt+answer (its end-of-answer tokens
+    included) after the part it shares with the tokenised prompt, as TRL builds prompt-completion examples.
+
+    Tokenising the answer alone is not the same under SentencePiece tokenizers (TinyLlama's): it starts the answer
+    with a word-boundary token that training never produced. The tail does not depend on the history, so it is
+    computed once per (instruction, answer) after a fixed history and kept."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._known: dict[tuple[str, str], list[int]] = {}
+        self._prompt: dict[str, tuple[str, list[int]]] = {}
+
+    def __call__(self, instruction: str, answer: str) -> list[int]:
+        key = (instruction, answer)
+        if key not in self._known:
+            from .models import history_input, messages, render_prompt  # noqa: PLC0415
+
+            if instruction not in self._prompt:
+                user = history_input(["x"])
+                text = render_prompt(self.tokenizer, instruction, user)
+                self._prompt[instruction] = (user, self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            user, prompt_ids = self._prompt[instruction]
+            full = self.tokenizer.apply_chat_template(messages(instruction, user, answer), tokenize=False)
+            full_ids = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+            self._known[key] = full_ids[_common_prefix(prompt_ids, full_ids):]
+        return self._known[key]
+
+
+def prompt_pass(model, enc):
+    """Run the prompts once: (their KV cache, log-probabilities of every answer's first token [batch, vocab])."""
+    import torch  # noqa: PLC0415
+
+    first = model(**enc, use_cache=True, logits_to_keep=1)
+    return first.past_key_values, torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)
+
+
+def answer_pass(model, enc, cache, first_logp, tails: list[list[int]], width: int, pad_id: int):
+    """Summed log-probability and token count of each answer [batch * width], the answers of prompt i at rows
+    i * width .. (i + 1) * width - 1, continuing the prompts' KV cache (repeated `width` times, in place).
+    Differentiable: training's group loss and scoring use this one function."""
+    import torch  # noqa: PLC0415
+
+    device = enc["input_ids"].device
+    cache.batch_repeat_interleave(width)
+    ids = torch.full((len(tails), max(len(c) for c in tails)), pad_id, device=device)
+    mask = torch.zeros_like(ids)
+    for r, c in enumerate(tails):
+        ids[r, : len(c)] = torch.tensor(c, device=device)
+        mask[r, : len(c)] = 1
+    full_mask = torch.cat([enc["attention_mask"].repeat_interleave(width, 0), mask], dim=1)
+    logits = model(input_ids=ids, attention_mask=full_mask, use_cache=False, **{_cache_arg(model): cache}).logits
+    head = first_logp.repeat_interleave(width, 0).gather(-1, ids[:, :1]).squeeze(-1)
+    rest = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    logp = torch.cat([head.unsqueeze(1), rest], dim=1) * mask
+    return logp.sum(1), mask.sum(1)
+
+
+def calibrate(sums: np.ndarray, counts: np.ndarray, how: str, priors: np.ndarray | None = None) -> np.ndarray:
+    """Turn summed answer log-probabilities into the score `evaluation.title_score` names: mean (per token), sum,
+    or pmi (the sum minus the same answer's sum after a prompt without history, `priors`)."""
+    if how == "mean":
+        return sums / np.maximum(counts, 1)
+    if how == "sum":
+        return sums
+    if how == "pmi":
+        if priors is None:
+            raise ConfigError("evaluation.title_score: pmi needs the title priors (the `title_priors` dataset)")
+        return sums - priors
+    raise ConfigError(f"evaluation.title_score must be one of {list(TITLE_SCORES)}, got {how!r}")
+
+
 def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
                  target: str = "title", pad_to_multiple_of: int | None = None,
-                 answers: list[list[str]] | None = None, options_per_pass: int | None = 5) -> np.ndarray:
-    """Return each option's mean log-likelihood per answer token [N, options] (the paper's 'highest
-    probability' read literally). The prompt runs once; its KV cache is shared by the options.
+                 answers: list[list[str]] | None = None, options_per_pass: int | None = 5,
+                 title_score: str = "mean", priors: np.ndarray | None = None) -> np.ndarray:
+    """Return each option's score [N, options] from the log-likelihood of its answer tokens after the prompt
+    (`calibrate`: mean per token, the paper's 'highest probability' read literally; sum; or pmi against `priors`
+    [N, options]). The prompt runs once; its KV cache is shared by the options.
 
+    The answer tokens are those training produced (`AnswerTokens`), end-of-answer tokens included.
     `answers` (the same number per prompt) replaces the options' texts, e.g. for 50 retrieved titles.
     `options_per_pass` options of every prompt go through one answer pass (None: all of them): the prompt's KV
     cache is copied that many times, and the answer logits are that many rows, so memory stays bounded with 20
     or 50 options (benchmarks/scoring_memory.py, 2026-11-27, 2-core CPU: 20 options of 32 prompts, batch 16,
     SmolLM2-135M bf16 peaked at 9.81 GB all at once, 2.93 GB five at a time)."""
-    import torch  # noqa: PLC0415
-
     answers = option_texts(prompts, target) if answers is None else answers
+    if title_score == "pmi" and (priors is None or np.shape(priors) != (len(answers), len(answers[0]))):
+        raise ConfigError(f"evaluation.title_score: pmi needs priors of shape {(len(answers), len(answers[0]))}")
+    sums, counts = answer_likelihoods(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of, answers,
+                                      options_per_pass)
+    return calibrate(sums, counts, title_score, None if priors is None else np.asarray(priors, dtype=float)).astype(np.float32)
+
+
+def answer_likelihoods(model, tokenizer, prompts: pd.DataFrame, batch_size: int, desc: str,
+                       pad_to_multiple_of: int | None, answers: list[list[str]],
+                       options_per_pass: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Summed log-probability of each answer's tokens after its prompt, and their number: two arrays [N, answers]."""
+    tails = AnswerTokens(tokenizer)
+    instructions = prompts["instruction"].tolist()
     k = len(answers[0])
     group = k if not options_per_pass else max(1, min(int(options_per_pass), k))
-    out = np.zeros((len(prompts), k), dtype=np.float32)
+    sums = np.zeros((len(prompts), k), dtype=np.float64)
+    counts = np.zeros((len(prompts), k), dtype=np.float64)
     for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):
-        device = enc["input_ids"].device
-        first = model(**enc, use_cache=True, logits_to_keep=1)
-        last = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # [batch, vocab]: each answer's first token
+        cache0, first_logp = prompt_pass(model, enc)
         for lo in range(0, k, group):
             hi = min(k, lo + group)
-            width = hi - lo
-            cache = first.past_key_values if hi == k and lo == 0 else copy.deepcopy(first.past_key_values)
-            cache.batch_repeat_interleave(width)  # the prompt's KV cache, once per option of this pass
-            conts = [tokenizer(a, add_special_tokens=False)["input_ids"] for i in idx for a in answers[i][lo:hi]]
-            ids = torch.full((len(conts), max(len(c) for c in conts)), tokenizer.pad_token_id, device=device)
-            mask = torch.zeros_like(ids)
-            for r, c in enumerate(conts):
-                ids[r, : len(c)] = torch.tensor(c, device=device)
-                mask[r, : len(c)] = 1
-            full_mask = torch.cat([enc["attention_mask"].repeat_interleave(width, 0), mask], dim=1)
-            logits = model(input_ids=ids, attention_mask=full_mask, use_cache=False, **{_cache_arg(model): cache}).logits
+            cache = cache0 if hi == k and lo == 0 else copy.deepcopy(cache0)
+            conts = [tails(instructions[i], a) for i in idx for a in answers[i][lo:hi]]
+            total, n = answer_pass(model, enc, cache, first_logp, conts, hi - lo, tokenizer.pad_token_id)
             del cache
-            head = last.repeat_interleave(width, 0).gather(-1, ids[:, :1]).squeeze(-1)
-            rest = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            logp = torch.cat([head.unsqueeze(1), rest], dim=1)
-            mean = (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[idx, lo:hi] = mean.view(len(idx), width).cpu().numpy()
-    return out
+            sums[idx, lo:hi] = total.view(len(idx), hi - lo).double().cpu().numpy()
+            counts[idx, lo:hi] = n.view(len(idx), hi - lo).cpu().numpy()
+    return sums, counts
+
+
+def title_priors(model, tokenizer, instruction: str, titles: list[str], batch_size: int = 16,
+                 per_prompt: int = 16, desc: str = "title priors") -> np.ndarray:
+    """Each title's summed answer log-probability after a prompt with no history: PMI's unconditional term."""
+    from .models import history_input  # noqa: PLC0415
+
+    if not titles:
+        return np.zeros(0)
+    chunks = [list(titles[i:i + per_prompt]) for i in range(0, len(titles), per_prompt)]
+    chunks[-1] += [chunks[-1][-1]] * (per_prompt - len(chunks[-1]))  # every prompt the same number of answers
+    prompts = pd.DataFrame({"instruction": instruction, "input": history_input([])}, index=range(len(chunks)))
+    sums = score_titles(model, tokenizer, prompts, batch_size, desc=desc, answers=chunks, options_per_pass=None,
+                        title_score="sum")
+    return sums.reshape(-1)[: len(titles)].astype(float)
 
 
 def generate_answers(model, tokenizer, prompts: pd.DataFrame, max_new_tokens: int, batch_size: int = 16,

@@ -78,6 +78,7 @@ class ProjectData:
     adapter: str | None
     params: dict[str, Any]
     credentials: dict[str, Any]
+    title_priors: Any = None   # each product's title prior (evaluation.title_score: pmi)
 
 
 def load_project(project_path: str | Path = ".", env: str | None = None,
@@ -109,4 +110,6 @@ def load_project(project_path: str | Path = ".", env: str | None = None,
                            test_prompts=load("test_prompts", False),
                            fusion_model=load("fusion_model", ranker != "retriever"),
                            base_model=load("base_model", ranker == "fusion"), adapter=load("lora_adapter", ranker == "fusion"),
-                           params=params, credentials=credentials or {})
+                           params=params, credentials=credentials or {},
+                           title_priors=load("title_priors", ranker == "fusion"
+                                             and (params.get("evaluation") or {}).get("title_score") == "pmi"))

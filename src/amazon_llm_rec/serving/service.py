@@ -54,7 +54,8 @@ class RecommenderService:
             fitted = baselines.fit_sequences(data.sequences, test)
         else:
             fitted = [list(s) for s in data.sequences["asins"]]
-        source = llm_source(data.base_model, data.adapter, prompts) if data.base_model else None
+        source = llm_source(data.base_model, data.adapter, prompts, params.get("evaluation"),
+                            data.title_priors) if data.base_model else None
         self.recommender: Recommender = build_recommender(items, fitted, data.fusion_model, params.get("recommend"),
                                                           params.get("evaluation") or {}, source,
                                                           int(prompts.get("history_size", 4)))

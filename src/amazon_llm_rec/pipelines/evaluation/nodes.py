@@ -19,7 +19,20 @@ from ...core.training import completion_text
 logger = logging.getLogger(__name__)
 
 
-def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str, desc: str) -> np.ndarray:
+def prior_matrix(title_priors: pd.DataFrame | None, candidates: list[list[str]]) -> np.ndarray | None:
+    """The title priors [N, K] of each prompt's candidates (None without priors); a product without one is an error."""
+    if title_priors is None or title_priors.empty:
+        return None
+    prior = dict(zip(title_priors["asin"], title_priors["prior"], strict=True))
+    missing = {a for row in candidates for a in row} - set(prior)
+    if missing:
+        raise ConfigError(f"title_priors has no prior for {len(missing)} candidate products (e.g. {sorted(missing)[:3]}): "
+                          "re-run the fine_tuning pipeline's compute_title_priors for these items")
+    return np.array([[prior[a] for a in row] for row in candidates], dtype=float)
+
+
+def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str, desc: str,
+            title_priors: pd.DataFrame | None = None) -> np.ndarray:
     batch = int(evaluation["batch_size"])
     mode = evaluation.get("scoring", "title_likelihood")
     pad = evaluation.get("pad_to_multiple_of")
@@ -30,8 +43,13 @@ def _scores(model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any],
         return scoring.score_options(model, tokenizer, prompts, batch, desc=desc, pad_to_multiple_of=pad)
     if mode == "title_likelihood":
         answer = "letter_and_title" if target == "letter_and_title" else "title"
+        how = evaluation.get("title_score", "mean")
+        if how == "pmi" and answer != "title":
+            raise ConfigError("evaluation.title_score: pmi needs answers that are titles (fine_tuning.target: title)")
+        priors = prior_matrix(title_priors, prompts["candidate_asins"].tolist()) if how == "pmi" else None
         return scoring.score_titles(model, tokenizer, prompts, batch, desc=desc, target=answer, pad_to_multiple_of=pad,
-                                    options_per_pass=evaluation.get("options_per_pass", 5))
+                                    options_per_pass=evaluation.get("options_per_pass", 5), title_score=how,
+                                    priors=priors)
     raise ConfigError(f"evaluation.scoring must be 'title_likelihood' or 'letter_logits', got {mode!r}")
 
 
@@ -41,7 +59,8 @@ def _pointwise(prompts: pd.DataFrame) -> bool:
 
 
 def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation: dict[str, Any], target: str,
-                 generate: bool = True, positions: np.ndarray | None = None) -> pd.DataFrame:
+                 generate: bool = True, positions: np.ndarray | None = None,
+                 title_priors: pd.DataFrame | None = None) -> pd.DataFrame:
     """Score the prompts; generate answers (exact match) for those at `positions` below the cap (default: the
     first rows), so that a shard generates for the prompts one unsharded run would."""
     if prompts.empty:  # a shard without reviewers of this protocol
@@ -55,7 +74,8 @@ def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation:
     for shift in range(orders):  # cyclic permutations: every option is shown once at every position
         shown = scoring.rotate_options(prompts, shift) if shift else prompts
         desc = f"scoring {name}" + (f" (order {shift + 1}/{orders})" if orders > 1 else "")
-        scores += np.roll(_scores(model, tokenizer, shown, evaluation, target, desc), -shift, axis=1) / orders
+        scores += np.roll(_scores(model, tokenizer, shown, evaluation, target, desc, title_priors), -shift,
+                          axis=1) / orders
     seconds = time.perf_counter() - start
     answers = None
     cap = evaluation.get("exact_match_max_prompts")
@@ -69,7 +89,8 @@ def _score_model(name: str, model, tokenizer, prompts: pd.DataFrame, evaluation:
     logger.info("%s: scored %d prompts (%s, %d order(s)) in %.1f s (%.1f prompts/s)", name, len(prompts), mode,
                 orders, seconds, len(prompts) / seconds)
     expected = completion_text(prompts, target)
-    extra = {"score_seconds": seconds, "scoring": mode, "orders": orders, "prompt_passes": orders * len(prompts)}
+    extra = {"score_seconds": seconds, "scoring": mode, "orders": orders, "prompt_passes": orders * len(prompts),
+             "title_score": evaluation.get("title_score", "mean") if mode == "title_likelihood" else None}
     return scoring.predictions_frame(name, prompts, scores, answers, extra, expected=expected)
 
 
@@ -83,7 +104,8 @@ def _by_protocol(prompts: pd.DataFrame):
 
 
 def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
-               training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+               training_summary: dict[str, Any], title_priors: pd.DataFrame,
+               evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Score this shard's (`evaluation.shard`) test prompts of every protocol, zero-shot then fine-tuned.
 
     Exact match (generation) runs on the first protocol only: the one the model was trained on."""
@@ -110,7 +132,8 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
             if allowed is not None and i > 0 and name not in allowed:
                 continue
             frames.append(_score_model(method, model, tokenizer, prompts.drop(columns="_position"), evaluation, target,
-                                       generate=i == 0, positions=prompts["_position"].to_numpy())
+                                       generate=i == 0, positions=prompts["_position"].to_numpy(),
+                                       title_priors=title_priors)
                           .assign(protocol=name, prompt_row=prompts["_position"].to_numpy()))
     return {shard.name: pd.concat(frames, ignore_index=True)}
 
@@ -138,7 +161,8 @@ def _join_llm_shards(partitions: dict[str, Any], prompts: pd.DataFrame, shard: S
 
 
 def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
-                         training_summary: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
+                         training_summary: dict[str, Any], title_priors: pd.DataFrame,
+                         evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Score this shard's (`evaluation.shard`) validation prompts with the fine-tuned adapter: the LLM feature
     the fusion is fitted on."""
     from peft import PeftModel  # noqa: PLC0415
@@ -154,7 +178,7 @@ def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora
     prompts = shard.take(validation_prompts.assign(_position=np.arange(len(validation_prompts))))
     logger.info("Scoring %s: %d of %d validation prompts", shard.name, len(prompts), len(validation_prompts))
     scored = _score_model("fine_tuned", model, load_tokenizer(lora_adapter), prompts.drop(columns="_position"),
-                          evaluation, target, generate=False)
+                          evaluation, target, generate=False, title_priors=title_priors)
     return {shard.name: scored.assign(prompt_row=prompts["_position"].to_numpy())}
 
 
@@ -243,8 +267,9 @@ def score_fusion(test_features: pd.DataFrame, llm_predictions: pd.DataFrame, tes
 
 
 def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, items: pd.DataFrame,
-                       fusion_model: dict[str, Any], base_model: str, lora_adapter: str, recommend: dict[str, Any],
-                       evaluation: dict[str, Any], prompts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+                       fusion_model: dict[str, Any], base_model: str, lora_adapter: str, title_priors: pd.DataFrame,
+                       recommend: dict[str, Any], evaluation: dict[str, Any],
+                       prompts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank the whole catalogue for the test reviewers: the two-stage recommender against full-catalogue baselines."""
     params = (recommend or {}).get("evaluation") or {}
     cap = params.get("max_reviewers")
@@ -253,12 +278,14 @@ def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFr
         return pd.DataFrame(columns=["method", "reviewer_id"]), {}
     return catalogue.evaluate_catalogue(
         windows.reset_index(drop=True), reviewer_sequences, items, fusion_model, recommend, evaluation,
-        recommender.llm_source(base_model, lora_adapter, prompts), int(prompts["history_size"]), int(params.get("k", 10)),
+        recommender.llm_source(base_model, lora_adapter, prompts, evaluation, title_priors), int(prompts["history_size"]),
+        int(params.get("k", 10)),
         int(evaluation.get("bootstrap_samples", 1000)), int(evaluation.get("seed", 0)), fit_on=test_prompts)
 
 
 def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
-                        training_summary: dict[str, Any], evaluation: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+                        training_summary: dict[str, Any], title_priors: pd.DataFrame,
+                        evaluation: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Optionally merge the adapter into a 16-bit model; re-check validation accuracy and say if it dropped."""
     from peft import PeftModel
 
@@ -274,7 +301,7 @@ def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_
 
     def accuracy(model) -> float:
         preds = _score_model("check", model, tokenizer, validation_prompts, {**evaluation, "permutation_average": False},
-                             target, generate=False)
+                             target, generate=False, title_priors=title_priors)
         return float((preds["predicted_letter"] == preds["correct_letter"]).mean())
 
     before = accuracy(tuned)
@@ -330,6 +357,9 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
             entry["eligible_windows"] = int(prompts["eligible_windows"].dropna().iloc[0])  # protocol keeps the hits
             entry["qualifying_windows"] = len(prompts)
         entry["paired"] = _paired(part, _recommended(evaluation), samples, seed)
+        tuned = _paired(part[part["method"].isin(["fine_tuned", "zero_shot"])], "fine_tuned", samples, seed)
+        if "zero_shot" in tuned:  # what fine-tuning taught: the same LLM before and after, on the same prompts
+            entry["fine_tuned_vs_zero_shot"] = tuned["zero_shot"]
         protocols[name] = entry
         for m, v in methods.items():
             logger.info("%-14s %-12s HR@1 %.3f  MRR %.3f  F1 %.3f", name, m, v["accuracy"], v["mrr"], v["f1_weighted"])
@@ -532,8 +562,10 @@ def write_report(metrics: dict[str, Any], split_leakage: dict[str, Any], error_a
     return "\n".join(lines) + "\n"
 
 
-def comparison_summary(metrics: dict[str, Any], raw: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Machine-readable result: per protocol, the recommended method's HR@1 and its paired differences."""
+def comparison_summary(metrics: dict[str, Any], catalogue_metrics: dict[str, Any], raw: dict[str, Any],
+                       evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Machine-readable result: per protocol, the recommended method's HR@1 and its paired differences, fine-tuned
+    against zero-shot, and the whole-catalogue ranker against the fusion without the LLM."""
     method = metrics.get("recommended", "fusion")
     protocols = {}
     for name, entry in metrics.get("protocols", {}).items():
@@ -548,10 +580,27 @@ def comparison_summary(metrics: dict[str, Any], raw: dict[str, Any], evaluation:
             "beats_every_other_method": bool(entry.get("paired"))
             and all(d["hr1"]["lo"] > 0 for d in entry["paired"].values()),
         }
+        if "fine_tuned_vs_zero_shot" in entry:
+            protocols[name]["fine_tuned_vs_zero_shot"] = {k: round(v, 4) for k, v in
+                                                          entry["fine_tuned_vs_zero_shot"]["hr1"].items() if k != "reviewers"}
     category = raw.get("category")
     return {"dataset": ", ".join(category) if isinstance(category, list) else category,
             "command": evaluation.get("command", "kedro run"), "date": time.strftime("%Y-%m-%d"),
-            "protocols": protocols}
+            "protocols": protocols, **_catalogue_summary(catalogue_metrics)}
+
+
+def _catalogue_summary(catalogue_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The whole-catalogue result: the configured ranker's Recall@k and its paired difference to fusion_no_llm."""
+    if not catalogue_metrics or not catalogue_metrics.get("methods"):
+        return {}
+    ranker, k = catalogue_metrics["ranker"], catalogue_metrics["k"]
+    metric = f"recall@{k}"
+    out = {"reviewers": catalogue_metrics["reviewers"], "ranker": ranker, "metric": metric,
+           "value": round(catalogue_metrics["methods"][ranker][metric], 4)}
+    paired = (catalogue_metrics.get("paired") or {}).get("fusion_no_llm")
+    if paired:
+        out["vs_fusion_no_llm"] = {key: round(v, 4) for key, v in paired[metric].items() if key != "reviewers"}
+    return {"catalogue": out}
 
 
 def _cell(m: dict[str, Any], col: str) -> str:

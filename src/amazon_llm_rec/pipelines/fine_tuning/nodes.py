@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pandas as pd
 
+from ...core.errors import ConfigError
+from ...core.models import resolve_device
 from ...core.training import TrainedAdapter, train_adapter
 
 logger = logging.getLogger(__name__)
@@ -19,13 +22,45 @@ def select_base_model(model: dict[str, Any]) -> str:
     return name
 
 
+def compute_title_priors(items: pd.DataFrame, base_model: str, train_prompts: pd.DataFrame,
+                         evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Each product's title log-likelihood after a prompt without history, by the base model: PMI's
+    unconditional term, computed once per product so that a request costs nothing more."""
+    from ...core.models import load_model, load_tokenizer, use_bf16  # noqa: PLC0415
+    from ...core.scoring import title_priors  # noqa: PLC0415
+
+    if evaluation.get("title_score", "mean") != "pmi":
+        logger.info("Title priors not needed (evaluation.title_score is %r)", evaluation.get("title_score", "mean"))
+        return pd.DataFrame({"asin": pd.Series(dtype=str), "prior": pd.Series(dtype=float)})
+    device = resolve_device(evaluation.get("device", "auto"))
+    model = load_model(base_model, "bfloat16" if use_bf16(evaluation.get("bf16", "auto"), device) else "float32",
+                       device=device)
+    start = time.perf_counter()
+    values = title_priors(model, load_tokenizer(base_model), str(train_prompts["instruction"].iloc[0]),
+                          items["title"].fillna("").tolist(), int(evaluation["batch_size"]))
+    logger.info("Title priors of %d products in %.0f s", len(items), time.perf_counter() - start)
+    return pd.DataFrame({"asin": items["asin"].to_numpy(), "prior": values})
+
+
 def fine_tune(base_model: str, train_prompts: pd.DataFrame, validation_prompts: pd.DataFrame,
-              fine_tuning: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame, dict[str, Any]]:
-    """Fine-tune a LoRA adapter on the training prompts; return it, the loss history and a summary."""
+              training_groups: pd.DataFrame, title_priors: pd.DataFrame, fine_tuning: dict[str, Any],
+              evaluation: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame, dict[str, Any]]:
+    """Fine-tune a LoRA adapter (`fine_tuning.objective`: lm on the training prompts, or group_softmax on the
+    training groups); return it, the loss history and a summary."""
+    objective = fine_tuning.get("objective", "lm")
+    if objective == "group_softmax":
+        from ...core.group_training import train_group_softmax  # noqa: PLC0415
+
+        adapter, history = train_group_softmax(base_model, training_groups, title_priors, fine_tuning,
+                                               evaluation.get("title_score", "mean"))
+        return adapter, history, adapter.summary
+    if objective != "lm":
+        raise ConfigError(f"fine_tuning.objective must be 'lm' or 'group_softmax', got {objective!r}")
     cap = fine_tuning.get("max_eval_prompts")
     if cap is not None and len(validation_prompts) > int(cap):  # validation loss on the first `cap` prompts
         validation_prompts = validation_prompts.iloc[: int(cap)]
     adapter, history = train_adapter(base_model, train_prompts, validation_prompts, fine_tuning)
+    adapter.summary["objective"] = "lm"
     return adapter, history, adapter.summary
 
 

@@ -382,3 +382,90 @@ def split_prompts(prompts_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame,
             raise EmptyFilterError(f"the {name} split is empty: too few reviewers or windows ({len(prompts_df)} prompts in all)")
     logger.info("Prompts: train %d, validation %d, test %d", *(len(p) for p in parts))
     return parts
+
+
+GROUP_COLUMNS = ["reviewer_id", "position", "history_asins", "target_asin", "candidate_asins", "candidate_titles",
+                 "offset", "instruction", "input"]
+
+
+def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.DataFrame, test_prompts: pd.DataFrame,
+                          reviewer_sequences: pd.DataFrame, items: pd.DataFrame, prompts: dict[str, Any],
+                          fine_tuning: dict[str, Any], evaluation: dict[str, Any]) -> pd.DataFrame:
+    """The ranking objective's training groups (`fine_tuning.objective: group_softmax`; empty otherwise).
+
+    One group a reviewer, at their last training window: the true product first, then `group_size - 1` products
+    the reviewer had not bought before it, `hard_fraction` of them the co-occurrence retriever's top wrong products
+    and the rest uniform from the catalogue the counts know (the catalogue's recommender faces the same: it cannot
+    know what the reviewer buys later). `offset` is the fusion-without-LLM's score of each candidate (fitted on these groups), which the
+    LLM's logit is added to, so that it learns the residual.
+
+    Every count that picks or scores a group's negatives is cut by `baselines.fit_sequences` before the reviewer's
+    earliest training, validation or test window (under global_time, also before the validation cutoff): no
+    group sees its own target, its reviewer's later events, or any validation or test target."""
+    from ...core import fusion  # noqa: PLC0415
+
+    spec = (fine_tuning.get("group_softmax") or {}) if fine_tuning.get("objective", "lm") == "group_softmax" else None
+    if spec is None:
+        return pd.DataFrame(columns=GROUP_COLUMNS)
+    if set(train_prompts.get("style", pd.Series(["options"]))) != {"pointwise"}:
+        raise ConfigError("fine_tuning.objective: group_softmax scores each candidate's title after the history: it "
+                          "needs prompts.style: pointwise")
+    size, hard = int(spec["group_size"]), float(spec["hard_fraction"])
+    if size < 2 or not 0 <= hard <= 1:
+        raise ConfigError(f"fine_tuning.group_softmax: group_size must be >= 2 and hard_fraction in [0, 1], got {spec}")
+    groups = (train_prompts.sort_values(["reviewer_id", "position"]).groupby("reviewer_id", sort=False).tail(1)
+              .reset_index(drop=True))
+    cap = spec.get("max_groups")
+    if cap is not None and len(groups) > int(cap):
+        groups = groups.sample(int(cap), random_state=int(prompts["seed"])).reset_index(drop=True)
+    sequences = reviewer_sequences
+    cut = groups["catalogue_cutoff"].dropna() if "catalogue_cutoff" in groups else pd.Series(dtype=float)
+    if len(cut):  # global_time: nothing from the validation period on
+        sequences = _events_before(reviewer_sequences, float(cut.iloc[0]))
+    fit_on = pd.concat([p[["reviewer_id", "position"]] for p in (groups, validation_prompts, test_prompts)],
+                       ignore_index=True)
+    fitted = baselines.fit_sequences(sequences, fit_on)
+    cooc = baselines.cooccurrence(fitted, 0, rows={a for h in groups["history_asins"] for a in h})
+    pop = baselines.popularity(fitted)
+    universe = np.array(sorted(pop))
+    seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+    n_hard = round(hard * (size - 1))
+    seed = int(prompts["seed"]) + 7
+    candidates = []
+    for rid, pos, target, hist in zip(groups["reviewer_id"], groups["position"], groups["target_asin"],
+                                      groups["history_asins"], strict=True):
+        seen = {*list(seq_of[rid])[:pos], target}
+        chosen = baselines.cooccurrence_ranking(list(hist), cooc, pop, exclude=seen, k=n_hard) if n_hard else []
+        rng = window_rng(seed, rid, pos)
+        if len(set(universe.tolist()) - seen - set(chosen)) < size - 1 - len(chosen):
+            raise EmptyFilterError(f"fine_tuning.group_softmax.group_size={size}: reviewer {rid} has too few products "
+                                   f"to draw negatives from ({len(universe)} in the counted catalogue)")
+        while len(chosen) < size - 1:
+            pick = str(universe[int(rng.integers(len(universe)))])
+            if pick not in seen and pick not in chosen:
+                chosen.append(pick)
+        candidates.append([target, *chosen])
+    title = dict(zip(items["asin"], items["title"], strict=True))
+    groups = groups.assign(candidate_asins=candidates, candidate_titles=[[title[a] for a in c] for c in candidates],
+                           correct_letter="A")
+    names = [n for n in (evaluation.get("fusion") or {}).get("features", []) if n != "llm"]
+    offset = np.zeros((len(groups), size))
+    if spec.get("offset", True) and names:
+        values = fusion.candidate_features(groups, sequences, items, names, evaluation, fit_on=fit_on)
+        x = np.stack([values[n] for n in names], axis=-1)
+        model = fusion.fit_conditional_logit(x, np.zeros(len(groups), dtype=int), names,
+                                             float((evaluation.get("fusion") or {}).get("l2", 1e-3)))
+        offset = fusion.apply_fusion(model, x)
+        logger.info("Training groups: offset fusion %s, %.3f of groups rank the truth first by it",
+                    {n: round(w, 3) for n, w in zip(names, model["weights"], strict=True)}, model["train_hr1"])
+    logger.info("Training groups: %d reviewers, %d candidates each (%d retrieved, %d uniform)", len(groups), size,
+                n_hard, size - 1 - n_hard)
+    return groups.assign(offset=[list(map(float, o)) for o in offset])[GROUP_COLUMNS]
+
+
+def _events_before(sequences: pd.DataFrame, cutoff: float) -> pd.DataFrame:
+    """Each reviewer's events before `cutoff` (sequences are time-ordered)."""
+    keep = [[t < cutoff for t in times] for times in sequences["times"]]
+    return sequences.assign(
+        asins=[[a for a, k in zip(asins, ks, strict=True) if k] for asins, ks in zip(sequences["asins"], keep, strict=True)],
+        times=[[t for t in times if t < cutoff] for times in sequences["times"]])

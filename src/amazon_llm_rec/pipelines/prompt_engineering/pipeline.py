@@ -2,7 +2,15 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_test_protocols, build_windows, render_prompts, sample_candidates, split_leakage, split_prompts
+from .nodes import (
+    build_test_protocols,
+    build_training_groups,
+    build_windows,
+    render_prompts,
+    sample_candidates,
+    split_leakage,
+    split_prompts,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -28,6 +36,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["test_prompts", "windows", "reviewer_sequences", "items", "params:prompts"],
                 "test_protocol_prompts",
                 name="build_test_protocols",
+            ),
+            Node(
+                build_training_groups,
+                ["train_prompts", "validation_prompts", "test_prompts", "reviewer_sequences", "items", "params:prompts",
+                 "params:fine_tuning", "params:evaluation"],
+                "training_groups",
+                name="build_training_groups",
             ),
             Node(split_leakage, ["reviewer_sequences", "params:prompts"], "split_leakage", name="split_leakage"),
         ]

@@ -32,8 +32,8 @@ def select_reviewers(reviewer_sequences: pd.DataFrame, recommend: dict[str, Any]
 
 
 def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusion_model: dict[str, Any],
-                    base_model: str, lora_adapter: str, recommend: dict[str, Any], evaluation: dict[str, Any],
-                    prompts: dict[str, Any]) -> dict[str, pd.DataFrame]:
+                    base_model: str, lora_adapter: str, title_priors: pd.DataFrame, recommend: dict[str, Any],
+                    evaluation: dict[str, Any], prompts: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Top-k per selected reviewer of this shard (`recommend.shard`), counts fitted on every sequence."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -41,7 +41,8 @@ def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusio
     chosen = shard.take(select_reviewers(reviewer_sequences, recommend))
     fitted = [list(s) for s in reviewer_sequences["asins"]]
     rec = build_recommender(items, fitted, fusion_model, recommend, evaluation,
-                            llm_source(base_model, lora_adapter, prompts), int(prompts["history_size"]))
+                            llm_source(base_model, lora_adapter, prompts, evaluation, title_priors),
+                            int(prompts["history_size"]))
     chunk = int(recommend.get("chunk_size", 64))
     if chunk < 1:
         raise ConfigError(f"recommend.chunk_size must be a positive integer, got {chunk}")
