@@ -61,7 +61,7 @@ def throughput(steps: int) -> list[dict]:
         for name, over in setups.items():
             params = {**ft, **over, "max_steps": steps, "eval_steps": None, "save_steps": 100_000, "resume": False,
                       "checkpoint_dir": f"{tmp}/ckpt", "throughput_warmup_steps": 2, "logging_steps": 1}
-            _, _, s = fine_tune(base, train, val.iloc[:8], params)
+            _, _, s = fine_tune(base, train, val.iloc[:8], None, None, params, {})
             rows.append({"setup": name, "real_tokens_per_second": s["real_tokens_per_second"],
                          "samples_per_second": s["samples_per_second"], "seconds_per_step": s["seconds_per_step"],
                          "measured_steps": s["measured_steps"]})

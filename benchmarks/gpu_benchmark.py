@@ -156,7 +156,8 @@ def stage(name: str, args) -> list[dict]:
         torch.cuda.empty_cache() if device == "cuda" else None
         steps = args.steps if name != "mistral" else max(6, args.steps // 2)
         try:
-            adapter, _, summary = fine_tune(model_dir, train.iloc[: batch * steps], val, ft_params(backend, batch, steps, device))
+            adapter, _, summary = fine_tune(model_dir, train.iloc[: batch * steps], val, None, None,
+                                          ft_params(backend, batch, steps, device), {})
         except Exception as exc:  # noqa: BLE001 - one failing setup must not hide the others
             traceback.print_exc()
             rows.append({"what": "train", "setup": f"project node, backend={backend}, batch {batch}", "error": repr(exc)})
@@ -243,7 +244,8 @@ def _node_scoring(name, args, model_dir, backend, batches, train, test, device) 
               "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
               "exact_match_max_prompts": 0, "max_new_tokens": 8}
         n = min(len(test), args.score_prompts)
-        shards = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"}, ev)
+        shards = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"},
+                                None, ev)
         preds = join_llm_predictions(shards, test.iloc[:n], ev)
         for method, part in preds.groupby("method"):
             secs = float(part["score_seconds"].iloc[0])

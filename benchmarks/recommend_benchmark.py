@@ -46,7 +46,8 @@ def main() -> None:
     for ranker in args.rankers:
         start = time.perf_counter()
         rec = build_recommender(data.items, fitted, data.fusion_model, {**params["recommend"], "ranker": ranker},
-                                params["evaluation"], llm_source(data.base_model, data.adapter, params["prompts"]),
+                                params["evaluation"], llm_source(data.base_model, data.adapter, params["prompts"],
+                                                           params["evaluation"], data.title_priors),
                                 int(params["prompts"]["history_size"]), cache)
         built = time.perf_counter() - start
         start = time.perf_counter()
