@@ -178,13 +178,14 @@ def test_metrics_report_paired_differences_and_summary():
     metrics = nodes.compute_metrics(llm, frames[1], prompts, {}, {"seed": 0, "bootstrap_samples": 200}, frames[0])
     paired = metrics["protocols"]["main"]["paired"]
     assert set(paired) == {"random", "fine_tuned", "zero_shot"} and paired["random"]["hr1"]["lo"] > 0
-    catalogue = {"reviewers": n, "k": 10, "ranker": "fusion", "methods": {"fusion": {"recall@10": 0.3}},
-                 "paired": {"fusion_no_llm": {"recall@10": {"diff": 0.02, "lo": -0.01, "hi": 0.05, "reviewers": n}}}}
+    catalogue = {"reviewers": n, "k": 10, "ranker": "fusion_no_llm",
+                 "methods": {"fusion": {"recall@10": 0.3}, "fusion_no_llm": {"recall@10": 0.28}},
+                 "fusion_vs_fusion_no_llm": {"recall@10": {"diff": 0.02, "lo": -0.01, "hi": 0.05, "reviewers": n}}}
     summary = nodes.comparison_summary(metrics, catalogue, {"category": "Demo"}, {"command": "kedro run --env=x"})
     main = summary["protocols"]["main"]
     # fine-tuned (informative scores) against zero-shot (random ones), paired on the same prompts
     assert main["fine_tuned_vs_zero_shot"]["lo"] > 0 and set(main["fine_tuned_vs_zero_shot"]) == {"diff", "lo", "hi"}
-    assert summary["catalogue"] == {"reviewers": n, "ranker": "fusion", "metric": "recall@10", "value": 0.3,
+    assert summary["catalogue"] == {"reviewers": n, "method": "fusion", "metric": "recall@10", "value": 0.3,
                                     "vs_fusion_no_llm": {"diff": 0.02, "lo": -0.01, "hi": 0.05}}
     assert "catalogue" not in nodes.comparison_summary(metrics, {}, {}, {})
     assert summary["dataset"] == "Demo" and main["method"] == "fusion" and main["reviewers"] == n

@@ -130,6 +130,19 @@ def test_training_groups_hold_the_truth_first_unbought_negatives_and_ignore_the_
     assert moved["offset"].map(tuple).tolist() != groups["offset"].map(tuple).tolist()
 
 
+def test_training_groups_come_before_the_reviewers_held_out_windows_under_paper_random():
+    seqs, items = _world(60)
+    params = {**PROMPTS, "split": "paper_random", "paper_fractions": [0.6, 0.2, 0.2]}
+    windows = pe.build_windows(seqs, params)
+    train, val, test = pe.split_prompts(pe.render_prompts(pe.sample_candidates(windows, seqs, params), items, params))
+    groups = pe.build_training_groups(train, val, test, seqs, items, params, GROUPS, EVALUATION)
+    held = pd.concat([val, test]).groupby("reviewer_id")["position"].min()
+    late = train["position"].to_numpy() > train["reviewer_id"].map(held).fillna(99).to_numpy()
+    assert late.any()  # some training windows come after a held-out one: the groups must skip them
+    first = groups["reviewer_id"].map(held).fillna(99).to_numpy()
+    assert (groups["position"].to_numpy() < first).all()
+
+
 def _splits(seqs, items):
     windows = pe.build_windows(seqs, PROMPTS)
     return pe.split_prompts(pe.render_prompts(pe.sample_candidates(windows, seqs, PROMPTS), items, PROMPTS))
@@ -167,9 +180,15 @@ def test_group_softmax_training_learns_to_rank_the_truth_first(tiny_llama, tmp_p
     scored = scoring.score_titles(adapter.model, adapter.tokenizer, groups, 4, answers=groups["candidate_titles"].tolist(),
                                   title_score="pmi", priors=np.zeros((8, 5)))
     np.testing.assert_allclose(scored, logits.numpy(), atol=1e-3)
-    # resuming a finished run trains no further step
+    # resuming a finished run trains no further step, and loads the trained adapter
     again, _ = train_group_softmax(tiny_llama, groups, priors, ft, "pmi")
     assert again.summary["steps"] == 40 and again.summary["train_seconds"] < adapter.summary["train_seconds"]
+    with torch.no_grad():
+        resumed = group_logits(again.model, again.tokenizer, scoring.AnswerTokens(again.tokenizer), groups,
+                               np.zeros((8, 5)), np.zeros((8, 5)), "pmi")
+    np.testing.assert_allclose(resumed.numpy(), logits.numpy(), atol=1e-4)
+    with pytest.raises(ConfigError, match="checkpointing"):
+        train_group_softmax(tiny_llama, groups, priors, {**ft, "gradient_checkpointing": True}, "pmi")
 
 
 def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_llama):

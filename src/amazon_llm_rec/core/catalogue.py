@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import baselines
 from .metrics import paired_bootstrap
-from .recommender import Recommender, build_recommender
+from .recommender import Recommender, build_recommender, load_llm
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,13 @@ def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, items: pd
     seconds["retriever"] = time.perf_counter() - start
     retrieved = [f.asins for f in found]
     ranked["retriever"] = retrieved
-    rankers = [cfg.ranker] + [r for r in ("fusion_no_llm",) if r != cfg.ranker and r in (fusion_model or {})]
+    # the configured ranker, and both fusions where fitted: what the LLM adds over the whole catalogue is always measured
+    rankers = [cfg.ranker] + [r for r in ("fusion", "fusion_no_llm") if r != cfg.ranker and r in (fusion_model or {})]
     for name in rankers:
-        ranker = rec if name == cfg.ranker else Recommender(rec.retriever, replace(cfg, ranker=name), fusion_model)
+        other = replace(cfg, ranker=name)
+        ranker = rec if name == cfg.ranker else Recommender(
+            rec.retriever, other, fusion_model, load_llm(llm_source, evaluation, other, cache)
+            if "llm" in fusion_model[name]["features"] else None, rec.sasrec)
         start = time.perf_counter()
         out = ranker.recommend(histories, k=k, prefixes=prefixes, candidates=retrieved, exclude=bought)
         seconds[name] = time.perf_counter() - start + seconds["retriever"]
@@ -107,6 +111,9 @@ def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, items: pd
     for name, values in per.items():
         if name != cfg.ranker and samples:
             metrics["paired"][name] = {m: paired_bootstrap(ours[m], values[m], reviewers, samples, seed) for m in names}
+    if samples and {"fusion", "fusion_no_llm"} <= set(per):  # the LLM re-ranker against the same fusion without it
+        metrics["fusion_vs_fusion_no_llm"] = {m: paired_bootstrap(per["fusion"][m], per["fusion_no_llm"][m], reviewers,
+                                                                  samples, seed) for m in names}
     frames = [pd.DataFrame({"method": name, "reviewer_id": reviewers, "target_asin": targets,
                             "ranked_asins": [list(r) for r in rows], "target_rank": per[name]["rank"]})
               for name, rows in ranked.items()]

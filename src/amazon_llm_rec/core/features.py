@@ -9,7 +9,7 @@ catalogue, online and offline alike (not of a protocol's candidate set).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,21 +25,18 @@ class Evidence:
     catalogue: list[str]                       # the products BM25's index (its IDF) covers: the catalogue
     vectors: Callable[[list[str]], np.ndarray] | None = None  # unit title embeddings of products, [n, d]
     sasrec: Any = None                         # a fitted SASRec (`score(prefixes, candidates)`)
-    _bm25: Any = field(default=None, init=False, repr=False)
-    _position: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    bm25_index: Any = None                     # `bm25_index(titles, catalogue)`, built on first use when None
 
     def bm25(self, queries: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
         """BM25 (bm25s, Lucene) of each candidate's title against its row's query titles, catalogue IDF."""
         import bm25s  # noqa: PLC0415
 
-        if self._bm25 is None:
-            self._bm25 = bm25s.BM25()
-            self._bm25.index(bm25s.tokenize([self.titles.get(a, "") for a in self.catalogue], stopwords="en",
-                                            show_progress=False), show_progress=False)
-            self._position = {a: i for i, a in enumerate(self.catalogue)}
+        if self.bm25_index is None:
+            self.bm25_index = bm25_index(self.titles, self.catalogue)
+        index, position = self.bm25_index
         tokens = bm25s.tokenize([" ".join(self.titles.get(a, "") for a in q) for q in queries], stopwords="en",
                                 show_progress=False, return_ids=False)
-        return [(self._bm25.get_scores(t) if t else np.zeros(len(self.catalogue)))[[self._position[c] for c in row]]
+        return [(index.get_scores(t) if t else np.zeros(len(self.catalogue)))[[position[c] for c in row]]
                 for t, row in zip(tokens, candidates, strict=True)]
 
     def embedding(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
@@ -55,6 +52,16 @@ class Evidence:
             h = h / (np.linalg.norm(h) + 1e-12)
             out.append(self.vectors(list(row)) @ h.astype(np.float32))
         return out
+
+
+def bm25_index(titles: Mapping[str, str], catalogue: list[str]) -> tuple[Any, dict[str, int]]:
+    """A BM25 index over the catalogue's titles, and each product's row in it."""
+    import bm25s  # noqa: PLC0415
+
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize([titles.get(a, "") for a in catalogue], stopwords="en", show_progress=False),
+                show_progress=False)
+    return index, {a: i for i, a in enumerate(catalogue)}
 
 
 def compute(evidence: Evidence, histories: list[list[str]], prefixes: list[list[str]], candidates: list[list[str]],

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 FEATURES = ("llm", "cooccurrence", "cooccurrence_all", "popularity", "bm25", "embedding", "sasrec")
 DESCRIPTIONS = {
-    "llm": "the fine-tuned LLM's score of the candidate (mean log-likelihood of its title)",
+    "llm": "the fine-tuned LLM's score of the candidate's title after the history (evaluation.title_score: pmi, mean or sum)",
     "cooccurrence": "log(1 + reviewers who bought the candidate and a history product), summed over the history",
     "cooccurrence_all": "the same over every product the reviewer bought before the target, not only the history",
     "popularity": "log(1 + reviewers who bought the candidate)",
@@ -62,6 +62,7 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
     prefixes = [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
     catalogue = items["asin"].astype(str).tolist()
+    titles = dict(zip(catalogue, items["title"].fillna("").astype(str), strict=True))
     cooc = {}
     if {"cooccurrence", "cooccurrence_all"} & set(names):  # only the pairs these histories and candidates need
         cooc = baselines.cooccurrence(fitted, 0, rows={h for seq in (*hists, *prefixes) for h in seq},
@@ -71,7 +72,6 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
         if "encoder" not in cache:
             cache["encoder"] = baselines.load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
         known = cache.setdefault("embeddings", {})
-        titles = dict(zip(items["asin"], items["title"].fillna(""), strict=True))
 
         def vectors(asins: list[str]) -> np.ndarray:
             todo = list(dict.fromkeys(a for a in asins if a not in known))
@@ -80,6 +80,8 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
                                                                normalize_embeddings=True, convert_to_numpy=True),
                                  strict=True))
             return np.stack([known[a] for a in asins]).astype(np.float32)
+
+        vectors(sorted({a for row in (*cands, *hists) for a in row}))  # every title these rows need, in one pass
     sasrec = None
     if "sasrec" in names:
         key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
@@ -88,9 +90,13 @@ def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd
 
             cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
         sasrec = cache[key]
-    evidence = features.Evidence(cooc, baselines.popularity(fitted), dict(zip(catalogue, items["title"].fillna("")
-                                                                                .astype(str), strict=True)),
-                                 catalogue, vectors, sasrec)
+    index = None
+    if "bm25" in names:  # one catalogue index for every protocol of the prompt set
+        key = ("bm25", len(catalogue), hash(tuple(catalogue)))
+        if key not in cache:
+            cache[key] = features.bm25_index(titles, catalogue)
+        index = cache[key]
+    evidence = features.Evidence(cooc, baselines.popularity(fitted), titles, catalogue, vectors, sasrec, index)
     rows = features.compute(evidence, hists, prefixes, cands, list(names))
     return {n: np.stack([r[:, i] for r in rows]).astype(float) for i, n in enumerate(names)}
 

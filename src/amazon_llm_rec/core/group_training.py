@@ -95,11 +95,17 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
     from tqdm.auto import tqdm  # noqa: PLC0415
     from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
 
-    from .training import TrainedAdapter, _load_for_backend, resolve_backend, run_key  # noqa: PLC0415
+    from .training import TrainedAdapter, _load_for_backend, resolve_backend, run_key, world  # noqa: PLC0415
 
     if groups.empty:
         raise ConfigError("fine_tuning.objective: group_softmax has no training groups (build_training_groups)")
     spec = ft.get("group_softmax") or {}
+    if ft.get("gradient_checkpointing"):
+        raise ConfigError("fine_tuning.objective: group_softmax shares each history's KV cache with its group, which "
+                          "activation checkpointing turns off: set fine_tuning.gradient_checkpointing: false")
+    if world()[1] > 1:
+        raise ConfigError("fine_tuning.objective: group_softmax trains in one process (no data parallelism yet): run "
+                          "it without torchrun / accelerate launch")
     backend = resolve_backend(ft)
     device = resolve_device(ft.get("device", "auto"))
     model, tokenizer, peft_config = _load_for_backend(backend, base_path, ft, device)
@@ -112,7 +118,13 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(ft["learning_rate"]), weight_decay=float(ft["weight_decay"]))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(float(ft.get("warmup_ratio", 0.0)) * total), total)
-    key = run_key(base_path, groups.assign(output=groups["candidate_asins"].map(" ".join)), {**ft, "title_score": title_score})
+    # the checkpoint folder: the data (groups, their offsets and priors) and the settings that change what is learnt;
+    # a run stopped by `max_minutes` continues from its checkpoint when run again (`resume`), with any budget
+    learnt = {k: v for k, v in ft.items() if k not in {"logging_steps", "save_steps", "resume", "checkpoint_dir"}}
+    learnt["group_softmax"] = {k: v for k, v in spec.items() if k != "max_minutes"}
+    data = groups.assign(output=[" ".join(a) + repr(np.round(o, 6).tolist()) + repr(np.round(p, 6).tolist())
+                                 for a, o, p in zip(groups["candidate_asins"], offsets, priors, strict=True)])
+    key = run_key(base_path, data, {**learnt, "title_score": title_score})
     out_dir = Path(ft["checkpoint_dir"]) / f"group-{key}"
     out_dir.mkdir(parents=True, exist_ok=True)
     state_file = out_dir / "state.pt"
@@ -148,7 +160,7 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
         step += 1
         bar.update(1)
         window_loss.append(float(loss.detach()))
-        window_hit.append(float((logits.argmax(-1) == 0).float().mean()))
+        window_hit.append(float((logits[:, 0] > logits[:, 1:].max(-1).values).float().mean()))  # ties: a miss
         if step % log_every == 0 or step == total:
             rows.append({"step": step, "epoch": step / steps_per_epoch, "split": "train",
                          "loss": float(np.mean(window_loss)), "group_hr1": float(np.mean(window_hit))})

@@ -227,6 +227,19 @@ def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any], ev
             "title_score": (evaluation or {}).get("title_score", "mean"), "priors": priors}
 
 
+def load_llm(llm_source: dict[str, Any] | None, evaluation: dict[str, Any], cfg: RecommendConfig,
+             cache: dict[str, Any]) -> LLMScorer:
+    """The LLM scorer of `llm_source`, loaded once per (base model, adapter) into `cache`."""
+    if not llm_source:
+        raise ConfigError(f"recommend.ranker {cfg.ranker!r} needs the base model and the LoRA adapter")
+    key = ("llm", llm_source["base_model"], llm_source.get("adapter"))
+    if key not in cache:
+        cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
+                                    evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
+                                    cfg.llm_batch_size, llm_source.get("title_score", "mean"), llm_source.get("priors"))
+    return cache[key]
+
+
 def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model: dict[str, Any] | None,
                       recommend: dict[str, Any] | None, evaluation: dict[str, Any], llm_source: dict[str, Any] | None,
                       history_size: int | None = None, cache: dict[str, Any] | None = None) -> Recommender:
@@ -247,17 +260,7 @@ def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model
         encoder = cache["encoder"]
     retriever = Retriever(fitted, items, encoder, cfg.sources, cfg.cooccurrence_window,
                           embeddings=cache.setdefault("embeddings", {}))
-    llm = None
-    if "llm" in names:
-        if not llm_source:
-            raise ConfigError(f"recommend.ranker {cfg.ranker!r} needs the base model and the LoRA adapter")
-        key = ("llm", llm_source["base_model"], llm_source.get("adapter"))
-        if key not in cache:
-            cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
-                                        evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
-                                        cfg.llm_batch_size, llm_source.get("title_score", "mean"),
-                                        llm_source.get("priors"))
-        llm = cache[key]
+    llm = load_llm(llm_source, evaluation, cfg, cache) if "llm" in names else None
     sasrec = None
     if "sasrec" in names:
         from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415

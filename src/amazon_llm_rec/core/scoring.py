@@ -157,7 +157,12 @@ class AnswerTokens:
             user, prompt_ids = self._prompt[instruction]
             full = self.tokenizer.apply_chat_template(messages(instruction, user, answer), tokenize=False)
             full_ids = self.tokenizer(full, add_special_tokens=False)["input_ids"]
-            self._known[key] = full_ids[_common_prefix(prompt_ids, full_ids):]
+            shared = _common_prefix(prompt_ids, full_ids)
+            if shared < len(prompt_ids):
+                raise ConfigError(f"the chat template renders the prompt differently when an answer follows (tokens merge "
+                                  f"across the boundary after {self.tokenizer.decode(prompt_ids[shared:])!r}): scoring "
+                                  "would not see what training saw; end the generation prompt on a token boundary")
+            self._known[key] = full_ids[shared:]
         return self._known[key]
 
 

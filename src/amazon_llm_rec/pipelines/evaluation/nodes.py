@@ -122,6 +122,7 @@ def score_llms(test_protocol_prompts: pd.DataFrame, base_model: str, lora_adapte
     tokenizer = load_tokenizer(lora_adapter)
     model = load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device)
     target = training_summary.get("target", "letter_and_title")
+    _check_trained_score(training_summary, evaluation)
     protocols = list(_by_protocol(test_protocol_prompts))
     allowed = evaluation.get("llm_protocols")
     frames = []
@@ -160,6 +161,14 @@ def _join_llm_shards(partitions: dict[str, Any], prompts: pd.DataFrame, shard: S
     return joined.drop(columns=run_level).merge(totals.reset_index(), on=list(groups), how="left")[joined.columns]
 
 
+def _check_trained_score(training_summary: dict[str, Any], evaluation: dict[str, Any]) -> None:
+    """A ranking-trained adapter is scored the way it was trained (its title score), or not at all."""
+    trained = training_summary.get("title_score")
+    if trained and trained != evaluation.get("title_score", "mean"):
+        raise ConfigError(f"the adapter was trained on title score {trained!r} but evaluation.title_score is "
+                          f"{evaluation.get('title_score', 'mean')!r}: score it as it was trained")
+
+
 def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,
                          training_summary: dict[str, Any], title_priors: pd.DataFrame,
                          evaluation: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -175,6 +184,7 @@ def score_validation_llm(validation_prompts: pd.DataFrame, base_model: str, lora
     model = PeftModel.from_pretrained(
         load_model(base_model, dtype, quantization=evaluation.get("quantization"), device=device), lora_adapter)
     target = training_summary.get("target", "letter_and_title")
+    _check_trained_score(training_summary, evaluation)
     prompts = shard.take(validation_prompts.assign(_position=np.arange(len(validation_prompts))))
     logger.info("Scoring %s: %d of %d validation prompts", shard.name, len(prompts), len(validation_prompts))
     scored = _score_model("fine_tuned", model, load_tokenizer(lora_adapter), prompts.drop(columns="_position"),
@@ -368,6 +378,8 @@ def compute_metrics(llm_predictions: pd.DataFrame, baseline_predictions: pd.Data
         "test_prompts": first["test_prompts"],
         "num_options": first["num_options"],
         "scoring": str(llm_predictions["scoring"].iloc[0]) if len(llm_predictions) else None,
+        "title_score": str(llm_predictions["title_score"].iloc[0])
+        if len(llm_predictions) and "title_score" in llm_predictions else None,
         "permutation_average": bool(evaluation.get("permutation_average", False)),
         "methods": first["methods"],
         "recommended": _recommended(evaluation),
@@ -422,11 +434,13 @@ def render_report(metrics: dict[str, Any]) -> str:
         lines += [f"## {name}: {entry['test_prompts']} test prompts, {entry['num_options']} candidates each", ""]
         lines += _table(entry) + [""]
     t = metrics.get("training", {})
-    lines += [f"Fine-tuned: {t.get('base_model', 'base model')}, backend {t.get('backend')}, {t.get('train_prompts')} "
-              f"training prompts, {t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s "
-              f"on {t.get('device')}.",
+    trained_on = f"{t['groups']} candidate groups (objective group_softmax)" if "groups" in t \
+        else f"{t.get('train_prompts')} training prompts"
+    lines += [f"Fine-tuned: {t.get('base_model', 'base model')}, backend {t.get('backend')}, {trained_on}, "
+              f"{t.get('steps')} steps ({t.get('epochs', 0):.2f} epochs) in {t.get('train_seconds')} s on {t.get('device')}.",
               f"LLM prediction: the option with the highest score (scoring `{metrics.get('scoring')}`; "
-              "title_likelihood = mean log-probability of the option's answer tokens; letter_logits = "
+              f"title_likelihood = the log-probability of the option's answer tokens, as `{metrics.get('title_score')}`: "
+              "mean per token, sum, or pmi, the sum minus the title's after a prompt without history; letter_logits = "
               "next-token log-probability of the option letter)"
               + (", averaged over the cyclic permutations of the options." if metrics.get("permutation_average") else "."),
               "Exact match: greedy generation equals the answer the model was trained to write (the paper's metric), "
@@ -590,14 +604,16 @@ def comparison_summary(metrics: dict[str, Any], catalogue_metrics: dict[str, Any
 
 
 def _catalogue_summary(catalogue_metrics: dict[str, Any]) -> dict[str, Any]:
-    """The whole-catalogue result: the configured ranker's Recall@k and its paired difference to fusion_no_llm."""
+    """The whole-catalogue result: the LLM re-ranker's (`fusion`; else the configured ranker's) Recall@k and its
+    paired difference to the same fusion without the LLM."""
     if not catalogue_metrics or not catalogue_metrics.get("methods"):
         return {}
-    ranker, k = catalogue_metrics["ranker"], catalogue_metrics["k"]
+    k, methods = catalogue_metrics["k"], catalogue_metrics["methods"]
+    method = "fusion" if "fusion" in methods else catalogue_metrics["ranker"]
     metric = f"recall@{k}"
-    out = {"reviewers": catalogue_metrics["reviewers"], "ranker": ranker, "metric": metric,
-           "value": round(catalogue_metrics["methods"][ranker][metric], 4)}
-    paired = (catalogue_metrics.get("paired") or {}).get("fusion_no_llm")
+    out = {"reviewers": catalogue_metrics["reviewers"], "method": method, "metric": metric,
+           "value": round(methods[method][metric], 4)}
+    paired = catalogue_metrics.get("fusion_vs_fusion_no_llm")
     if paired:
         out["vs_fusion_no_llm"] = {key: round(v, 4) for key, v in paired[metric].items() if key != "reviewers"}
     return {"catalogue": out}

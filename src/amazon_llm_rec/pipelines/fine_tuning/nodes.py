@@ -77,7 +77,7 @@ def plot_loss_curves(loss_history: pd.DataFrame):
         if not part.empty:
             ax.plot(part["step"], part["loss"], style, label=split)
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss (answer tokens)")
+    ax.set_ylabel("loss (answer tokens, or the group softmax)")
     ax.set_title("Fine-tuning loss")
     ax.legend()
     fig.tight_layout()

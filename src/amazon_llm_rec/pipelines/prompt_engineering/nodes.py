@@ -402,7 +402,6 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     Every count that picks or scores a group's negatives is cut by `baselines.fit_sequences` before the reviewer's
     earliest training, validation or test window (under global_time, also before the validation cutoff): no
     group sees its own target, its reviewer's later events, or any validation or test target."""
-    from ...core import fusion  # noqa: PLC0415
 
     spec = (fine_tuning.get("group_softmax") or {}) if fine_tuning.get("objective", "lm") == "group_softmax" else None
     if spec is None:
@@ -413,7 +412,12 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     size, hard = int(spec["group_size"]), float(spec["hard_fraction"])
     if size < 2 or not 0 <= hard <= 1:
         raise ConfigError(f"fine_tuning.group_softmax: group_size must be >= 2 and hard_fraction in [0, 1], got {spec}")
-    groups = (train_prompts.sort_values(["reviewer_id", "position"]).groupby("reviewer_id", sort=False).tail(1)
+    # the last training window before the reviewer's earliest validation or test window (under paper_random a
+    # training window may come after them)
+    held_out = pd.concat([p[["reviewer_id", "position"]] for p in (validation_prompts, test_prompts)])
+    first_held = held_out.groupby("reviewer_id")["position"].min()
+    before = train_prompts["position"].to_numpy() < train_prompts["reviewer_id"].map(first_held).fillna(np.inf).to_numpy()
+    groups = (train_prompts[before].sort_values(["reviewer_id", "position"]).groupby("reviewer_id", sort=False).tail(1)
               .reset_index(drop=True))
     cap = spec.get("max_groups")
     if cap is not None and len(groups) > int(cap):
@@ -428,6 +432,7 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     cooc = baselines.cooccurrence(fitted, 0, rows={a for h in groups["history_asins"] for a in h})
     pop = baselines.popularity(fitted)
     universe = np.array(sorted(pop))
+    known = set(universe.tolist())
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
     n_hard = round(hard * (size - 1))
     seed = int(prompts["seed"]) + 7
@@ -437,7 +442,7 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
         seen = {*list(seq_of[rid])[:pos], target}
         chosen = baselines.cooccurrence_ranking(list(hist), cooc, pop, exclude=seen, k=n_hard) if n_hard else []
         rng = window_rng(seed, rid, pos)
-        if len(set(universe.tolist()) - seen - set(chosen)) < size - 1 - len(chosen):
+        if len(known - seen - set(chosen)) < size - 1 - len(chosen):
             raise EmptyFilterError(f"fine_tuning.group_softmax.group_size={size}: reviewer {rid} has too few products "
                                    f"to draw negatives from ({len(universe)} in the counted catalogue)")
         while len(chosen) < size - 1:
@@ -448,19 +453,25 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     title = dict(zip(items["asin"], items["title"], strict=True))
     groups = groups.assign(candidate_asins=candidates, candidate_titles=[[title[a] for a in c] for c in candidates],
                            correct_letter="A")
-    names = [n for n in (evaluation.get("fusion") or {}).get("features", []) if n != "llm"]
-    offset = np.zeros((len(groups), size))
-    if spec.get("offset", True) and names:
-        values = fusion.candidate_features(groups, sequences, items, names, evaluation, fit_on=fit_on)
-        x = np.stack([values[n] for n in names], axis=-1)
-        model = fusion.fit_conditional_logit(x, np.zeros(len(groups), dtype=int), names,
-                                             float((evaluation.get("fusion") or {}).get("l2", 1e-3)))
-        offset = fusion.apply_fusion(model, x)
-        logger.info("Training groups: offset fusion %s, %.3f of groups rank the truth first by it",
-                    {n: round(w, 3) for n, w in zip(names, model["weights"], strict=True)}, model["train_hr1"])
+    offset = _group_offsets(groups, sequences, items, evaluation, fit_on) if spec.get("offset", True) \
+        else np.zeros((len(groups), size))
     logger.info("Training groups: %d reviewers, %d candidates each (%d retrieved, %d uniform)", len(groups), size,
                 n_hard, size - 1 - n_hard)
     return groups.assign(offset=[list(map(float, o)) for o in offset])[GROUP_COLUMNS]
+
+
+def _group_offsets(groups: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame, evaluation: dict[str, Any],
+                   fit_on: pd.DataFrame) -> np.ndarray:
+    """The fusion-without-LLM score of every group candidate [groups, G], fitted on the groups themselves."""
+    from ...core import fusion  # noqa: PLC0415
+
+    names = [n for n in fusion.check_features(list(evaluation["fusion"]["features"])) if n != "llm"]
+    values = fusion.candidate_features(groups, sequences, items, names, evaluation, fit_on=fit_on)
+    x = np.stack([values[n] for n in names], axis=-1)
+    model = fusion.fit_conditional_logit(x, np.zeros(len(groups), dtype=int), names, float(evaluation["fusion"]["l2"]))
+    logger.info("Training groups: offset fusion %s, %.3f of groups rank the truth first by it",
+                {n: round(w, 3) for n, w in zip(names, model["weights"], strict=True)}, model["train_hr1"])
+    return fusion.apply_fusion(model, x)
 
 
 def _events_before(sequences: pd.DataFrame, cutoff: float) -> pd.DataFrame:
