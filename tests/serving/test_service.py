@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"recommend": {"num_candidates": 12, "llm_batch_size": 4}}
+PARAMS = {"recommend": {"num_candidates": 12, "llm_batch_size": 4, "ranker": "fusion"}}  # the LLM re-ranker
 pytestmark = pytest.mark.slow
 
 
