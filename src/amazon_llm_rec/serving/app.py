@@ -185,7 +185,8 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
 
     app = FastAPI(title="amazon-llm-rec", version="1", lifespan=lifespan,
                   description="Next-product recommendations over the whole catalogue: a retriever proposes "
-                              "candidates, the project's fitted ranker (the fine-tuned LLM's fusion) re-ranks them.")
+                              "candidates, the project's fitted ranker (recommend.ranker: a fusion of the evidence, with or without "
+                              "the fine-tuned LLM's score) re-ranks them.")
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the service has a key")
 
