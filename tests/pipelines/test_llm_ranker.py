@@ -89,7 +89,8 @@ def test_title_scores_sum_mean_and_pmi_against_a_full_forward_pass(tiny_llama):
         scoring.calibrate(sums, counts, "median")
 
 
-GROUPS = {"objective": "group_softmax", "group_softmax": {"group_size": 5, "hard_fraction": 0.5, "offset": True}}
+GROUPS = {"objective": "group_softmax", "group_softmax": {"group_size": 5, "hard_fraction": 0.5, "offset": True,
+                                                           "max_groups": None}}
 EVALUATION = {"fusion": {"features": ["llm", "cooccurrence", "popularity", "bm25"], "l2": 1e-3}}
 
 
@@ -165,7 +166,8 @@ def test_group_softmax_training_learns_to_rank_the_truth_first(tiny_llama, tmp_p
     priors = pd.DataFrame({"asin": items["asin"], "prior": 0.0})
     ft = {"backend": "lora", "device": "cpu", "bf16": False, "epochs": 1, "max_steps": 40, "learning_rate": 1e-2,
           "weight_decay": 0.0, "warmup_ratio": 0.0, "seed": 0, "logging_steps": 4, "save_steps": 8,
-          "checkpoint_dir": str(tmp_path), "group_softmax": {"windows_per_step": 4, "offset": False},
+          "checkpoint_dir": str(tmp_path), "resume": True, "gradient_checkpointing": False, "max_grad_norm": 1.0,
+          "group_softmax": {"windows_per_step": 4, "offset": False, "hard_fraction": 0.5, "max_minutes": None},
           "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]}}
     adapter, history = train_group_softmax(tiny_llama, groups, priors, ft, "pmi")
     assert adapter.summary["steps"] == 40 and adapter.summary["windows_seen"] == 160

@@ -99,25 +99,25 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
 
     if groups.empty:
         raise ConfigError("fine_tuning.objective: group_softmax has no training groups (build_training_groups)")
-    spec = ft.get("group_softmax") or {}
-    if ft.get("gradient_checkpointing"):
+    spec = ft["group_softmax"]
+    if ft["gradient_checkpointing"]:
         raise ConfigError("fine_tuning.objective: group_softmax shares each history's KV cache with its group, which "
                           "activation checkpointing turns off: set fine_tuning.gradient_checkpointing: false")
     if world()[1] > 1:
         raise ConfigError("fine_tuning.objective: group_softmax trains in one process (no data parallelism yet): run "
                           "it without torchrun / accelerate launch")
     backend = resolve_backend(ft)
-    device = resolve_device(ft.get("device", "auto"))
+    device = resolve_device(ft["device"])
     model, tokenizer, peft_config = _load_for_backend(backend, base_path, ft, device)
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
-    priors, offsets = _group_terms(groups, title_priors, title_score, bool(spec.get("offset", True)))
-    per_step = int(spec.get("windows_per_step", 4))
+    priors, offsets = _group_terms(groups, title_priors, title_score, bool(spec["offset"]))
+    per_step = int(spec["windows_per_step"])
     steps_per_epoch = math.ceil(len(groups) / per_step)
     total = int(ft.get("max_steps") or math.ceil(float(ft["epochs"]) * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(ft["learning_rate"]), weight_decay=float(ft["weight_decay"]))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(float(ft.get("warmup_ratio", 0.0)) * total), total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(float(ft["warmup_ratio"]) * total), total)
     # the checkpoint folder: the data (groups, their offsets and priors) and the settings that change what is learnt;
     # a run stopped by `max_minutes` continues from its checkpoint when run again (`resume`), with any budget
     learnt = {k: v for k, v in ft.items() if k not in {"logging_steps", "save_steps", "resume", "checkpoint_dir"}}
@@ -128,14 +128,14 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
     out_dir = Path(ft["checkpoint_dir"]) / f"group-{key}"
     out_dir.mkdir(parents=True, exist_ok=True)
     state_file = out_dir / "state.pt"
-    step, rows = _resume(state_file, model, optimizer, scheduler) if ft.get("resume", True) else (0, [])
+    step, rows = _resume(state_file, model, optimizer, scheduler) if ft["resume"] else (0, [])
     order = np.concatenate([np.random.default_rng(int(ft["seed"]) + e).permutation(len(groups))
                             for e in range(math.ceil(total / steps_per_epoch) + 1)])
     tails = AnswerTokens(tokenizer)
-    budget = spec.get("max_minutes")
-    log_every, save_every = int(ft.get("logging_steps", 5)), int(ft.get("save_steps", 25))
+    budget = spec["max_minutes"]
+    log_every, save_every = int(ft["logging_steps"]), int(ft["save_steps"])
     logger.info("Group-softmax training on %s: %d groups of %d, %d per step, %d steps, title score %s, offset %s",
-                device, len(groups), priors.shape[1], per_step, total, title_score, bool(spec.get("offset", True)))
+                device, len(groups), priors.shape[1], per_step, total, title_score, bool(spec["offset"]))
     model.train()
     start, window_loss, window_hit = time.perf_counter(), [], []
 
@@ -153,7 +153,7 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
         loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(len(idx), dtype=torch.long,
                                                                               device=logits.device))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, float(ft.get("max_grad_norm", 1.0)))
+        torch.nn.utils.clip_grad_norm_(params, float(ft["max_grad_norm"]))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -179,8 +179,8 @@ def train_group_softmax(base_path: str, groups: pd.DataFrame, title_priors: pd.D
     summary = _summary(
         history, objective="group_softmax", backend=backend, target="title", device=device,
         base_model=display_path(base_path), title_score=title_score, groups=len(groups),
-        group_size=int(priors.shape[1]), hard_fraction=float(spec.get("hard_fraction", 0.0)),
-        offset=bool(spec.get("offset", True)), windows_per_step=per_step,
+        group_size=int(priors.shape[1]), hard_fraction=float(spec["hard_fraction"]),
+        offset=bool(spec["offset"]), windows_per_step=per_step,
         learning_rate=float(ft["learning_rate"]), steps=step, planned_steps=total,
         windows_seen=step * per_step, epochs=step / steps_per_epoch, train_seconds=round(seconds, 1),
         seconds_per_step=round(seconds / max(step, 1), 2), stopped_early=stopped,

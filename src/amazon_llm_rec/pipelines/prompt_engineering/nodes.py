@@ -419,7 +419,7 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     before = train_prompts["position"].to_numpy() < train_prompts["reviewer_id"].map(first_held).fillna(np.inf).to_numpy()
     groups = (train_prompts[before].sort_values(["reviewer_id", "position"]).groupby("reviewer_id", sort=False).tail(1)
               .reset_index(drop=True))
-    cap = spec.get("max_groups")
+    cap = spec["max_groups"]
     if cap is not None and len(groups) > int(cap):
         groups = groups.sample(int(cap), random_state=int(prompts["seed"])).reset_index(drop=True)
     sequences = reviewer_sequences
@@ -453,7 +453,7 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     title = dict(zip(items["asin"], items["title"], strict=True))
     groups = groups.assign(candidate_asins=candidates, candidate_titles=[[title[a] for a in c] for c in candidates],
                            correct_letter="A")
-    offset = _group_offsets(groups, sequences, items, evaluation, fit_on) if spec.get("offset", True) \
+    offset = _group_offsets(groups, sequences, items, evaluation, fit_on) if spec["offset"] \
         else np.zeros((len(groups), size))
     logger.info("Training groups: %d reviewers, %d candidates each (%d retrieved, %d uniform)", len(groups), size,
                 n_hard, size - 1 - n_hard)
