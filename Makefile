@@ -2,7 +2,8 @@
 #   make run    sets everything up, then runs `kedro run` on the embedded default (under 10 minutes on 2 cores;
 #               `kedro run --env=full`: every comparison at full cost, about 20 minutes)
 #   make test   sets everything up, then runs the tests
-#   make serve  starts the HTTP service on 127.0.0.1:8000 (after `make run`); ENV=industrial for another environment
+#   make serve  starts the demo HTTP service on 127.0.0.1:8000 (after `make run`; serving.demo on: the page offers
+#               test reviewers); ENV=industrial for another environment
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export KEDRO_DISABLE_TELEMETRY := true
@@ -40,7 +41,7 @@ bench: setup
 	$(PY) benchmarks/cpu_benchmark.py
 
 serve: setup
-	$(PY) -m amazon_llm_rec.serving $(if $(ENV),--env $(ENV))
+	$(PY) -m amazon_llm_rec.serving $(if $(ENV),--env $(ENV)) --params serving.demo=true
 
 viz: setup
 	$(VENV)/bin/kedro viz run

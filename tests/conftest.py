@@ -75,6 +75,16 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def serving_settings(**overrides):
+    """`ServingSettings` from the project's conf/base/parameters_serving.yml (the one place its defaults live)."""
+    import yaml
+
+    from amazon_llm_rec.serving.config import ServingSettings
+
+    serving = yaml.safe_load((ROOT / "conf" / "base" / "parameters_serving.yml").read_text())["serving"]
+    return ServingSettings.from_params({**serving, **overrides}, {}, environ={})
+
+
 def kedro_session(project, env=None, extra=None):
     """A KedroSession on `project` with runtime parameters `extra`."""
     from kedro.framework.session import KedroSession

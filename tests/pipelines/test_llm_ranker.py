@@ -11,6 +11,7 @@ from amazon_llm_rec.core import scoring
 from amazon_llm_rec.core.errors import ConfigError
 from amazon_llm_rec.core.models import history_input, render_prompt
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
+from tests.conftest import serving_settings
 
 from .test_fusion import PROMPTS, _world
 
@@ -199,7 +200,7 @@ def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_ll
     from amazon_llm_rec.core import fusion
     from amazon_llm_rec.core.models import load_model, load_tokenizer
     from amazon_llm_rec.pipelines.evaluation import nodes as ev
-    from amazon_llm_rec.serving.config import ProjectData, ServingSettings
+    from amazon_llm_rec.serving.config import ProjectData
     from amazon_llm_rec.serving.service import RecommenderService
 
     seqs, items = _world(40)
@@ -217,7 +218,7 @@ def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_ll
                        base_model=tiny_llama, adapter=None, credentials={}, title_priors=priors,
                        params={"prompts": PROMPTS, "evaluation": evaluation,
                                "recommend": {"ranker": "fusion", "history_size": PROMPTS["history_size"]}})
-    service = RecommenderService(data, ServingSettings(fit_on="before_test"))
+    service = RecommenderService(data, serving_settings())
     seq_of = dict(zip(seqs["reviewer_id"], seqs["asins"], strict=True))
     for i in range(3):
         row = test.iloc[i]

@@ -1,4 +1,5 @@
-"""The micro-batcher: concurrent requests share one call, each gets its own result, errors reach every caller."""
+"""The micro-batcher: concurrent requests share one call, each gets its own result; a failing request fails alone;
+the queue is bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from amazon_llm_rec.serving.batching import MicroBatcher
+from amazon_llm_rec.serving.batching import MicroBatcher, QueueFullError
 
 
 def test_concurrent_requests_share_calls_and_get_their_own_results():
@@ -20,7 +21,7 @@ def test_concurrent_requests_share_calls_and_get_their_own_results():
         return [2 * x for x in batch]
 
     async def main():
-        batcher = MicroBatcher(double, max_batch=4, max_wait_ms=0)
+        batcher = MicroBatcher(double, max_batch=4, max_wait_ms=0, max_queue=64)
         await batcher.start()
         results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.stop()
@@ -40,7 +41,7 @@ def test_one_at_a_time_and_a_wait_window():
         return batch
 
     async def main(max_batch, wait):
-        batcher = MicroBatcher(record, max_batch=max_batch, max_wait_ms=wait)
+        batcher = MicroBatcher(record, max_batch=max_batch, max_wait_ms=wait, max_queue=64)
         await batcher.start()
         first = asyncio.ensure_future(batcher.submit("a"))
         await asyncio.sleep(0.01)
@@ -55,21 +56,64 @@ def test_one_at_a_time_and_a_wait_window():
     assert all(name.startswith("recommender") for name, _ in seen)  # one worker thread runs the model
 
 
-def test_an_error_reaches_every_request_of_the_batch_and_the_batcher_goes_on():
+def test_a_failing_request_fails_alone_and_the_rest_of_its_batch_succeeds():
+    calls = []
+
     def flaky(batch):
+        calls.append(list(batch))
         if "bad" in batch:
             raise ValueError("boom")
-        return batch
+        return [x.upper() for x in batch]
 
     async def main():
-        batcher = MicroBatcher(flaky, max_batch=8, max_wait_ms=50)
+        batcher = MicroBatcher(flaky, max_batch=8, max_wait_ms=100, max_queue=64)
         await batcher.start()
-        results = await asyncio.gather(batcher.submit("ok"), batcher.submit("bad"), return_exceptions=True)
-        after = await batcher.submit("fine")
+        results = await asyncio.gather(batcher.submit("ok"), batcher.submit("bad"), batcher.submit("fine"),
+                                       return_exceptions=True)
+        after = await batcher.submit("later")
         await batcher.stop()
         return results, after
 
     results, after = asyncio.run(main())
-    assert all(isinstance(r, ValueError) for r in results) and after == "fine"
+    assert results[0] == "OK" and results[2] == "FINE" and isinstance(results[1], ValueError)
+    assert calls[0] == ["ok", "bad", "fine"] and ["bad"] in calls  # batched, then retried one at a time
+    assert after == "LATER"
     with pytest.raises(RuntimeError, match="not started"):
-        asyncio.run(MicroBatcher(flaky).submit("x"))
+        asyncio.run(MicroBatcher(flaky, 1, 0, 1).submit("x"))
+
+
+def test_a_result_that_is_an_exception_reaches_that_request_only():
+    def mixed(batch):
+        return [KeyError(x) if x == "b" else x for x in batch]
+
+    async def main():
+        batcher = MicroBatcher(mixed, max_batch=8, max_wait_ms=50, max_queue=8)
+        await batcher.start()
+        out = await asyncio.gather(batcher.submit("a"), batcher.submit("b"), return_exceptions=True)
+        await batcher.stop()
+        return out
+
+    a, b = asyncio.run(main())
+    assert a == "a" and isinstance(b, KeyError)
+
+
+def test_a_full_queue_refuses_at_once_with_a_retry_after():
+    def slow(batch):
+        time.sleep(0.2)
+        return batch
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch=1, max_wait_ms=0, max_queue=3)
+        await batcher.start()
+        started = time.monotonic()
+        out = await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
+        await batcher.stop()
+        return out, time.monotonic() - started, batcher.stats
+
+    out, seconds, stats = asyncio.run(main())
+    refused = [r for r in out if isinstance(r, QueueFullError)]
+    served = [r for r in out if not isinstance(r, BaseException)]
+    # the first is taken by the worker at once, 3 wait, the rest are refused
+    assert len(served) + len(refused) == 8 and 3 <= len(served) <= 5 and stats.rejected == len(refused)
+    assert all(r.retry_after >= 1 and "serving.max_queue" in str(r) for r in refused)
+    assert seconds < 0.2 * len(served) + 1.0  # the refused did not wait

@@ -35,6 +35,7 @@ class RecommendConfig:
     ranker: str = "fusion"
     history_size: int = 4
     llm_batch_size: int = 8
+    llm_options_per_pass: int = 25
     sources: list[str] = field(default_factory=lambda: list(SOURCES))
     cooccurrence_window: int = 0
 
@@ -43,7 +44,8 @@ class RecommendConfig:
         """Build from `params:recommend`, naming the parameter at fault."""
         params = dict(params or {})
         retrieval = params.pop("retrieval", None) or {}
-        known = {"num_candidates", "k", "exclude_bought", "ranker", "llm_batch_size", "history_size"}
+        known = {"num_candidates", "k", "exclude_bought", "ranker", "llm_batch_size", "llm_options_per_pass",
+                 "history_size"}
         extra = sorted(set(params) - known - {"reviewers", "evaluation", "shard", "chunk_size"})
         if extra:
             raise ConfigError(f"recommend: unknown parameter(s) {extra}; known: {sorted(known | {'retrieval'})}")
@@ -52,7 +54,7 @@ class RecommendConfig:
             cfg.history_size = int(history_size)
         cfg.sources = list(retrieval.get("sources", cfg.sources))
         cfg.cooccurrence_window = int(retrieval.get("cooccurrence_window", 0))
-        for name in ("num_candidates", "k", "llm_batch_size", "history_size"):
+        for name in ("num_candidates", "k", "llm_batch_size", "llm_options_per_pass", "history_size"):
             value = getattr(cfg, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"recommend.{name} must be a positive integer, got {value!r}")
@@ -77,15 +79,17 @@ class LLMScorer:
     `evaluation.title_score` (mean, sum, or pmi against the stored `title_priors`), by the same scoring code."""
 
     def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int = 8, title_score: str = "mean",
-                 priors: dict[str, float] | None = None) -> None:
+                 priors: dict[str, float] | None = None, options_per_pass: int | None = None) -> None:
         self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
+        self.options_per_pass = options_per_pass
         self.title_score, self.priors = title_score, priors or {}
         if title_score == "pmi" and not self.priors:
             raise ConfigError("evaluation.title_score is pmi but no title priors were given (the `title_priors` dataset)")
 
     @classmethod
     def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool | str = "auto",
-             batch_size: int = 8, title_score: str = "mean", priors: dict[str, float] | None = None) -> LLMScorer:
+             batch_size: int = 8, title_score: str = "mean", priors: dict[str, float] | None = None,
+             options_per_pass: int | None = None) -> LLMScorer:
         """Load the base model, apply the LoRA adapter and merge it (one model in memory, no LoRA overhead)."""
         from .models import load_model, load_tokenizer, resolve_device, use_bf16  # noqa: PLC0415
 
@@ -96,7 +100,8 @@ class LLMScorer:
 
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         model.eval()
-        return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size, title_score, priors)
+        return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size, title_score, priors,
+                   options_per_pass)
 
     def score(self, history_titles: list[list[str]], candidate_titles: list[list[str]],
               candidate_asins: list[list[str]] | None = None) -> list[np.ndarray]:
@@ -122,7 +127,7 @@ class LLMScorer:
                 except KeyError as exc:
                     raise ConfigError(f"title_priors has no prior for product {exc.args[0]!r}") from exc
             scores = score_titles(self.model, self.tokenizer, prompts, self.batch_size, desc="LLM re-ranking",
-                                  answers=[list(candidate_titles[i]) for i in rows], options_per_pass=None,
+                                  answers=[list(candidate_titles[i]) for i in rows], options_per_pass=self.options_per_pass,
                                   title_score=self.title_score, priors=priors)
             for j, i in enumerate(rows):
                 out[i] = scores[j].astype(float)
@@ -236,7 +241,8 @@ def load_llm(llm_source: dict[str, Any] | None, evaluation: dict[str, Any], cfg:
     if key not in cache:
         cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
                                     evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
-                                    cfg.llm_batch_size, llm_source.get("title_score", "mean"), llm_source.get("priors"))
+                                    cfg.llm_batch_size, llm_source.get("title_score", "mean"), llm_source.get("priors"),
+                                    cfg.llm_options_per_pass)
     return cache[key]
 
 

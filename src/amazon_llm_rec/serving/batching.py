@@ -1,4 +1,8 @@
-"""Micro-batching: requests that arrive within a short window share one call of the recommender."""
+"""Micro-batching: requests that arrive within a short window share one call of the recommender.
+
+The queue is bounded: a request that finds it full is refused at once (`QueueFullError`, a 429 for the caller)
+rather than waiting behind everyone else. A call that raises is retried one request at a time, so a request that
+fails answers alone and the others of its batch still get their results."""
 
 from __future__ import annotations
 
@@ -13,38 +17,61 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+class QueueFullError(RuntimeError):
+    """The request queue is full (`serving.max_queue`); `retry_after` is the suggested wait in seconds."""
+
+    def __init__(self, size: int, retry_after: int) -> None:
+        super().__init__(f"the request queue is full ({size} waiting, serving.max_queue); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class ShuttingDownError(RuntimeError):
+    """The service is stopping and takes no new requests."""
+
+
 @dataclass
 class BatchStats:
-    """What the batcher did: calls, requests and the largest batch."""
+    """What the batcher did: calls, requests, the largest batch, refusals, and the mean seconds per call."""
 
     batches: int = 0
     requests: int = 0
     largest: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
     sizes: dict[int, int] = field(default_factory=dict)
 
-    def add(self, size: int) -> None:
-        """Count one batch of `size` requests."""
+    def add(self, size: int, seconds: float = 0.0) -> None:
+        """Count one batch of `size` requests that took `seconds`."""
         self.batches += 1
         self.requests += size
         self.largest = max(self.largest, size)
+        self.seconds += seconds
         self.sizes[size] = self.sizes.get(size, 0) + 1
 
 
 class MicroBatcher:
-    """Collect requests and run `fn(batch)` once for them all: every request that queued while the model was busy,
-    then more for up to `max_wait_ms` (0: none), at most `max_batch` in all.
+    """Collect requests into batches: the first waiting request, every request that queued while the model was busy,
+    then more for up to `max_wait_ms` (0: none), at most `max_batch` in all; at most `max_queue` wait.
 
-    `fn` takes a list of requests and returns one result per request, in order. It runs in one worker thread,
-    so the model is never used by two threads at once and the event loop stays free for other endpoints.
-    `max_batch=1` serves one request at a time (the comparison in the load benchmark)."""
+    `fn` takes a list of requests and returns one result per request, in order; a result that is an exception is
+    raised to that request alone. `fn` runs in one worker thread, so the model is never used by two threads at once
+    and the event loop stays free for other endpoints. `on_batch(size, seconds)` is told about every call."""
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 16, max_wait_ms: float = 10.0) -> None:
-        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000.0
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int, max_wait_ms: float, max_queue: int,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.fn, self.max_batch, self.max_wait, self.max_queue = fn, max_batch, max_wait_ms / 1000.0, max_queue
+        self.on_batch = on_batch
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self._busy = 0   # requests in the call now running
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender")
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting plus those being answered."""
+        return (self._queue.qsize() if self._queue else 0) + self._busy
 
     async def start(self) -> None:
         """Start the collecting task on the running loop."""
@@ -52,8 +79,15 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running (at most `timeout` s); whether it emptied."""
+        end = time.monotonic() + timeout
+        while self.depth and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return not self.depth
+
     async def stop(self) -> None:
-        """Stop collecting; requests still queued get an error."""
+        """Stop collecting; requests still queued get `ShuttingDownError`."""
         if self._task:
             self._task.cancel()
             try:
@@ -63,45 +97,83 @@ class MicroBatcher:
         while self._queue and not self._queue.empty():
             _, fut = self._queue.get_nowait()
             if not fut.done():
-                fut.set_exception(RuntimeError("the service is shutting down"))
+                fut.set_exception(ShuttingDownError("the service is shutting down"))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved on: the queue's length times the mean seconds per request."""
+        per_request = self.stats.seconds / self.stats.requests if self.stats.requests else 1.0
+        return max(1, int(per_request * self.depth + 0.999))
+
     async def submit(self, request: Any) -> Any:
-        """Queue one request and wait for its result."""
+        """Queue one request and wait for its result; `QueueFullError` at once when `max_queue` are waiting."""
         if self._queue is None:
             raise RuntimeError("the micro-batcher is not started")
+        if self._queue.qsize() >= self.max_queue:
+            self.stats.rejected += 1
+            raise QueueFullError(self._queue.qsize(), self.retry_after())
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, fut))
+        self._queue.put_nowait((request, fut))
         return await fut
+
+    def _call(self, requests: list[Any]) -> list[Any]:
+        """`fn` on the batch; when it raises, on each request alone (each gets its result or its own exception)."""
+        try:
+            return list(self.fn(requests))
+        except Exception as exc:  # noqa: BLE001 - isolated below
+            if len(requests) == 1:
+                logger.exception("a request failed")
+                return [exc]
+            logger.warning("a batch of %d requests failed (%s: %s); answering them one at a time", len(requests),
+                           type(exc).__name__, exc)
+        out: list[Any] = []
+        for r in requests:
+            try:
+                out.extend(self.fn([r]))
+            except Exception as exc:  # noqa: BLE001 - this request's own error
+                logger.exception("a request failed")
+                out.append(exc)
+        return out
+
+    async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
+        """The next batch: the first waiting request, what queued meanwhile, then more for `max_wait_ms`."""
+        batch = [await self._queue.get()]
+        while len(batch) < self.max_batch and not self._queue.empty():  # what queued while the model was busy
+            batch.append(self._queue.get_nowait())
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():  # what queued while the model was busy
-                batch.append(self._queue.get_nowait())
-            deadline = time.monotonic() + self.max_wait
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
+            batch = await self._collect()
             live = [(r, f) for r, f in batch if not f.done()]  # a client that went away cancelled its future
             if not live:
                 continue
-            self.stats.add(len(live))
+            self._busy = len(live)
+            start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self.fn, [r for r, _ in live])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                logger.exception("a batch of %d requests failed", len(live))
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                results = await loop.run_in_executor(self._pool, self._call, [r for r, _ in live])
+            except Exception as exc:  # noqa: BLE001 - e.g. the pool shut down: every waiting request is told
+                results = [exc] * len(live)
+            finally:
+                self._busy = 0
+            seconds = time.perf_counter() - start
+            self.stats.add(len(live), seconds)
+            if self.on_batch:
+                self.on_batch(len(live), seconds)
             for (_, fut), result in zip(live, results, strict=True):
-                if not fut.done():
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
                     fut.set_result(result)

@@ -1,39 +1,70 @@
-"""The service's settings and data, read through the project's Kedro configuration."""
+"""The service's settings and data, read through the project's Kedro configuration.
+
+Every default lives in `conf/base/parameters_serving.yml`; `ServingSettings` only checks and types them, so a
+missing, unknown or misspelled key, or a value of the wrong type, is refused with the parameter's full name."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ..core.errors import ConfigError
 
-
-@dataclass
-class Limits:
-    """Request bounds."""
-
-    max_history: int = 50
-    max_k: int = 100
-    max_candidates: int = 200
-    max_body_bytes: int = 65536
-    max_query_chars: int = 200
-    max_search_results: int = 50
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-@dataclass
-class ServingSettings:
+class Limits(BaseModel):
+    """Request bounds (`serving.limits`)."""
+
+    model_config = _STRICT
+    max_history: int = Field(ge=1)
+    max_k: int = Field(ge=1)
+    max_candidates: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1)
+    max_query_chars: int = Field(ge=1)
+    max_search_results: int = Field(ge=1)
+
+
+class MicroBatch(BaseModel):
+    """`serving.micro_batch`: requests joined into one recommender call."""
+
+    model_config = _STRICT
+    max_batch: int = Field(ge=1)
+    max_wait_ms: float = Field(ge=0)
+
+
+class ServingSettings(BaseModel):
     """`params:serving`, checked once, plus the API key (environment or conf/local credentials)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    fit_on: str = "before_test"
-    max_batch: int = 16
-    max_wait_ms: float = 10.0
-    limits: Limits = field(default_factory=Limits)
-    test_reviewers: int = 100
+    model_config = _STRICT
+    host: str
+    port: int = Field(ge=0, le=65535)
+    api_key_env: str
+    demo: bool
+    fit_on: str = Field(pattern="^(before_test|all)$")
+    micro_batch: MicroBatch
+    max_queue: int = Field(ge=1)
+    deadline_ms: float | None = Field(gt=0)
+    shutdown_grace_s: float = Field(ge=0)
+    collapse_variants: bool
+    limits: Limits
+    test_reviewers: int = Field(ge=0)
+    api_key: str | None = Field(default=None, repr=False, exclude=True)
+
+    @property
+    def max_batch(self) -> int:
+        """`serving.micro_batch.max_batch`."""
+        return self.micro_batch.max_batch
+
+    @property
+    def max_wait_ms(self) -> float:
+        """`serving.micro_batch.max_wait_ms`."""
+        return self.micro_batch.max_wait_ms
 
     @classmethod
     def from_params(cls, serving: dict[str, Any] | None, credentials: dict[str, Any] | None = None,
@@ -45,25 +76,28 @@ class ServingSettings:
                               f"{serving.get('api_key_env', 'AMAZON_LLM_REC_API_KEY')} or set serving_api_key in "
                               "conf/local/credentials.yml")
         environ = os.environ if environ is None else environ
-        key = environ.get(str(serving.get("api_key_env", "AMAZON_LLM_REC_API_KEY"))) or \
-            (credentials or {}).get("serving_api_key")
-        batch = serving.get("micro_batch") or {}
-        limits = Limits(**{k: int(v) for k, v in (serving.get("limits") or {}).items() if k in Limits.__dataclass_fields__})
-        unknown = sorted(set(serving.get("limits") or {}) - set(Limits.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"serving.limits: unknown {unknown}; known: {sorted(Limits.__dataclass_fields__)}")
-        out = cls(host=str(serving.get("host", "127.0.0.1")), port=int(serving.get("port", 8000)), api_key=key or None,
-                  fit_on=str(serving.get("fit_on", "before_test")), max_batch=int(batch.get("max_batch", 16)),
-                  max_wait_ms=float(batch.get("max_wait_ms", 10)), limits=limits,
-                  test_reviewers=int(serving.get("test_reviewers", 100)))
-        if out.fit_on not in {"before_test", "all"}:
-            raise ConfigError(f"serving.fit_on must be 'before_test' or 'all', got {out.fit_on!r}")
-        if out.max_batch < 1 or out.max_wait_ms < 0:
-            raise ConfigError("serving.micro_batch: max_batch must be >= 1 and max_wait_ms >= 0")
-        for name, value in vars(limits).items():
-            if value < 1:
-                raise ConfigError(f"serving.limits.{name} must be a positive integer, got {value}")
-        return out
+        key = environ.get(str(serving.get("api_key_env"))) or (credentials or {}).get("serving_api_key")
+        try:
+            return cls.model_validate({**serving, "api_key": key or None})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(["serving", *(str(p) for p in first["loc"])])
+            given = "" if first["type"] == "missing" else f", got {first.get('input')!r}"
+            raise ConfigError(f"{name}: {first['msg']}{given} (conf/base/parameters_serving.yml)") from exc
+
+    def is_loopback(self, host: str | None = None) -> bool:
+        """Whether `host` (default: serving.host) is a loopback address."""
+        return is_loopback(self.host if host is None else host)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -81,6 +115,23 @@ class ProjectData:
     title_priors: Any = None   # each product's title prior (evaluation.title_score: pmi)
 
 
+def project_settings(project_path: str | Path = ".", env: str | None = None,
+                     runtime_params: dict[str, Any] | None = None) -> tuple[ServingSettings, dict[str, Any]]:
+    """The service's settings from the project's configuration (no data loaded): (settings, all parameters)."""
+    from kedro.framework.session import KedroSession  # noqa: PLC0415
+    from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
+
+    project_path = Path(project_path).resolve()
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env, runtime_params=runtime_params) as session:
+        context = session.load_context()
+        try:
+            credentials = context.config_loader["credentials"]
+        except Exception:  # noqa: BLE001 - no credentials file is the common case
+            credentials = {}
+        return ServingSettings.from_params(context.params.get("serving"), credentials), context.params
+
+
 def load_project(project_path: str | Path = ".", env: str | None = None,
                  runtime_params: dict[str, Any] | None = None) -> ProjectData:
     """Load the catalogue's items, sequences, test prompts, fusion model, base model and adapter through Kedro."""
@@ -96,7 +147,7 @@ def load_project(project_path: str | Path = ".", env: str | None = None,
             credentials = context.config_loader["credentials"]
         except Exception:  # noqa: BLE001 - no credentials file is the common case
             credentials = {}
-        ranker = (params.get("recommend") or {}).get("ranker", "fusion")
+        ranker = (params.get("recommend") or {}).get("ranker")
 
         def load(name: str, needed: bool) -> Any:
             try:

@@ -1,19 +1,27 @@
-"""The service's state: the Recommender built once, the catalogue lookups, the test reviewers for the page."""
+"""The service's state: the Recommender built once, the catalogue lookups, the test reviewers for the page.
+
+A request that would miss its deadline with the LLM re-rank, or whose LLM re-rank raises, is answered by the
+fallback ranker (`fusion_no_llm`, the same fitted fusion without the LLM's score) and marked degraded."""
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..core import baselines
-from ..core.recommender import Recommender, build_recommender, llm_source
+from ..core.recommender import Recommendation, Recommender, build_recommender, llm_source
 from .config import ProjectData, ServingSettings
 
 logger = logging.getLogger(__name__)
+_WORD = re.compile(r"[a-z]{3,}")
 
 
 class UnknownProductError(ValueError):
@@ -26,12 +34,21 @@ class UnknownProductError(ValueError):
 
 @dataclass
 class Query:
-    """One resolved request."""
+    """One resolved request; `deadline`: time.monotonic() by which it should be answered (None: no deadline)."""
 
     history: list[str]
     k: int
     exclude_bought: bool
     candidates: list[str] | None
+    deadline: float | None = None
+
+
+@dataclass
+class Answer:
+    """A request's ranked products, and why it was answered without the LLM when it was."""
+
+    items: list[dict[str, Any]]
+    degraded_reason: str | None = None
 
 
 class RecommenderService:
@@ -43,12 +60,16 @@ class RecommenderService:
         params = data.params
         prompts = params.get("prompts") or {}
         items = data.items
-        self.titles = dict(zip(items["asin"].astype(str), items["title"].fillna("").astype(str), strict=True))
+        asins = items["asin"].astype(str)
+        self.titles = dict(zip(asins, items["title"].fillna("").astype(str), strict=True))  # cleaned: the model's
+        raw = items["raw_title"] if "raw_title" in items else items["title"]
+        self.display = {a: (r if isinstance(r, str) and r.strip() else self.titles[a]) for a, r in zip(asins, raw, strict=True)}
         self.by_title: dict[str, str] = {}
-        for asin, title in self.titles.items():
-            self.by_title.setdefault(title.casefold(), asin)
-        self._search = pd.DataFrame({"asin": list(self.titles), "title": list(self.titles.values())})
-        self._search["key"] = self._search["title"].str.casefold()
+        for table in (self.titles, self.display):
+            for asin, title in table.items():
+                self.by_title.setdefault(title.casefold(), asin)
+        self._search = pd.DataFrame({"asin": list(self.titles), "title": [self.display[a] for a in self.titles]})
+        self._search["key"] = self._search["title"].str.casefold() + " " + pd.Series(list(self.titles.values())).str.casefold()
         test = data.test_prompts
         if settings.fit_on == "before_test" and test is not None and len(test):
             fitted = baselines.fit_sequences(data.sequences, test)
@@ -56,15 +77,28 @@ class RecommenderService:
             fitted = [list(s) for s in data.sequences["asins"]]
         source = llm_source(data.base_model, data.adapter, prompts, params.get("evaluation"),
                             data.title_priors) if data.base_model else None
+        history_size = int(prompts["history_size"])
         self.recommender: Recommender = build_recommender(items, fitted, data.fusion_model, params.get("recommend"),
-                                                          params.get("evaluation") or {}, source,
-                                                          int(prompts.get("history_size", 4)))
-        self.reviewers = self._test_reviewers(test, data.sequences, settings.test_reviewers)
+                                                          params.get("evaluation") or {}, source, history_size)
+        self.fallback: Recommender | None = None
+        if self.recommender.llm is not None:  # the same retriever and evidence, the fusion fitted without the LLM
+            cfg = self.recommender.config
+            ranker = "fusion_no_llm" if "fusion_no_llm" in (data.fusion_model or {}) else "retriever"
+            self.fallback = Recommender(self.recommender.retriever, replace(cfg, ranker=ranker), data.fusion_model,
+                                        None, self.recommender.sasrec)
+            self.fallback._ev = self.recommender._evidence()  # noqa: SLF001 - one evidence object for both
+        self.per_request_s: float | None = None  # measured seconds of the LLM path per request (moving average)
+        self._depth = max(self.recommender.config.num_candidates, settings.limits.max_candidates)
+        self.reviewers = self._test_reviewers(test, data.sequences, settings.test_reviewers) if settings.demo else []
+        self.example = self._example(test, data.sequences)
         self.info = {"ranker": self.recommender.config.ranker, "num_candidates": self.recommender.config.num_candidates,
-                     "products": len(self.titles), "adapter": data.adapter, "base_model": data.base_model,
-                     "fit_on": settings.fit_on, "micro_batch": {"max_batch": settings.max_batch,
-                                                                "max_wait_ms": settings.max_wait_ms}}
-        logger.info("Service ready in %.1f s: %s", time.perf_counter() - start, self.info)
+                     "fallback": self.fallback.config.ranker if self.fallback else None, "products": len(self.titles),
+                     "base_model": Path(data.base_model).name if data.base_model else None,
+                     "adapter_version": _version(data.adapter), "fit_on": settings.fit_on,
+                     "micro_batch": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms},
+                     "max_queue": settings.max_queue, "deadline_ms": settings.deadline_ms}
+        self.load_seconds = time.perf_counter() - start
+        logger.info("Service ready in %.1f s: %s", self.load_seconds, self.info)
 
     def _test_reviewers(self, test: pd.DataFrame | None, sequences: pd.DataFrame, n: int) -> list[dict[str, Any]]:
         if test is None or not len(test):
@@ -77,9 +111,17 @@ class RecommenderService:
                         "next": self.product(row.target_asin)})
         return out
 
+    def _example(self, test: pd.DataFrame | None, sequences: pd.DataFrame) -> list[str]:
+        """Two products of the served catalogue for the OpenAPI example: a test history's, else the most popular."""
+        if test is not None and len(test):
+            hist = [a for a in test.iloc[0]["history_asins"] if a in self.titles][-2:]
+            if hist:
+                return list(hist)
+        return self.recommender.retriever.by_popularity[:2]
+
     def product(self, asin: str) -> dict[str, str]:
-        """ASIN and title."""
-        return {"asin": asin, "title": self.titles.get(asin, "")}
+        """ASIN and title as the catalogue lists it (the cleaned title is the model's input, not the display)."""
+        return {"asin": asin, "title": self.display.get(asin, "")}
 
     def resolve(self, values: list[str], field: str) -> list[str]:
         """Map each entry (an ASIN, or a title, case-insensitive) to an ASIN; fail naming the first unknown one."""
@@ -106,17 +148,114 @@ class RecommenderService:
         order = sorted(hits.index, key=lambda i: (-pop[hits.at[i, "asin"]], hits.at[i, "title"]))[:limit]
         return [{"asin": hits.at[i, "asin"], "title": hits.at[i, "title"]} for i in order]
 
-    def run_batch(self, queries: list[Query]) -> list[list[dict[str, Any]]]:
-        """Answer several requests with as few recommender calls as possible (one per kind of request)."""
+    # answering
+
+    def run_batch(self, queries: list[Query]) -> list[Answer]:
+        """Answer several requests with as few recommender calls as possible (one per kind of request).
+
+        With an LLM ranker, requests whose deadline the LLM path would miss (the measured seconds per request times
+        the batch's size) go to the fallback; when the LLM path raises for a single request, it does too. When it
+        raises for a batch, the exception propagates: the batcher answers the batch one request at a time."""
+        if self.fallback is None:
+            return [Answer(items) for items in self._answer(self.recommender, queries)]
+        now = time.monotonic()
+        full, reasons = list(range(len(queries))), {}
+        while full:
+            estimate = (self.per_request_s or 0.0) * len(full)
+            late = [i for i in full if queries[i].deadline is not None and now + estimate > queries[i].deadline]
+            if not late:
+                break
+            for i in late:
+                reasons[i] = "deadline: the LLM re-rank would miss serving.deadline_ms"
+            full = [i for i in full if i not in reasons]
+        out: list[Answer | None] = [None] * len(queries)
+        if full:
+            start = time.perf_counter()
+            try:
+                answered = self._answer(self.recommender, [queries[i] for i in full])
+            except Exception as exc:
+                if len(full) > 1:
+                    raise
+                logger.exception("the LLM re-rank failed; answering without it")
+                reasons[full[0]] = f"llm_error: the LLM re-rank raised {type(exc).__name__}"
+                full = []
+            else:
+                per = (time.perf_counter() - start) / len(full)
+                self.per_request_s = per if self.per_request_s is None else 0.7 * self.per_request_s + 0.3 * per
+                for i, items in zip(full, answered, strict=True):
+                    out[i] = Answer(items)
+        if reasons:
+            rows = sorted(reasons)
+            for i, items in zip(rows, self._answer(self.fallback, [queries[i] for i in rows]), strict=True):
+                out[i] = Answer(items, reasons[i])
+        return out  # type: ignore[return-value]
+
+    def _answer(self, recommender: Recommender, queries: list[Query]) -> list[list[dict[str, Any]]]:
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.exclude_bought, q.candidates is not None), []).append(i)
         out: list[list[dict[str, Any]]] = [[] for _ in queries]
         for (exclude, given), rows in groups.items():
-            k = max(queries[i].k for i in rows)
-            recs = self.recommender.recommend([queries[i].history for i in rows], k=k, exclude_bought=exclude,
-                                              candidates=[queries[i].candidates for i in rows] if given else None)
+            recs = recommender.recommend([queries[i].history for i in rows], k=self._depth, exclude_bought=exclude,
+                                         candidates=[queries[i].candidates for i in rows] if given else None)
             for i, row in zip(rows, recs, strict=True):
-                out[i] = [{"asin": r.asin, "title": r.title, "score": round(r.score, 6),
-                           "retriever_rank": r.retriever_rank, "source": r.source} for r in row[: queries[i].k]]
+                out[i] = [self._item(r, queries[i].history) for r in self._collapse(row)[: queries[i].k]]
         return out
+
+    def _collapse(self, row: list[Recommendation]) -> list[Recommendation]:
+        """Keep the best of products whose cleaned titles are the same (variants under several ASINs)."""
+        if not self.settings.collapse_variants:
+            return row
+        seen: set[str] = set()
+        out = []
+        for r in row:
+            key = r.title.casefold().strip() or r.asin
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return out
+
+    def _item(self, r: Recommendation, history: list[str]) -> dict[str, Any]:
+        return {"asin": r.asin, "title": self.display.get(r.asin, r.title), "score": round(r.score, 6),
+                "retriever_rank": r.retriever_rank, "source": r.source, "reason": self.reason(r.asin, history)}
+
+    def reason(self, asin: str, history: list[str]) -> str:
+        """One line from the evidence: bought together with a history product, similar to one, or popular."""
+        ret = self.recommender.retriever
+        together = max(((ret.cooc.get(h, {}).get(asin, 0), h) for h in history), default=(0, ""))
+        if together[0] > 0:
+            n = together[0]
+            return f"bought with “{self.display.get(together[1], together[1])}” by {n} customer{'s' * (n != 1)}"
+        similar = self._most_similar(asin, history)
+        if similar:
+            return f"similar to “{self.display.get(similar, similar)}”"
+        n = ret.pop.get(asin, 0)
+        return f"popular: bought by {n} customer{'s' * (n != 1)}" if n else "a new product in the catalogue"
+
+    def _most_similar(self, asin: str, history: list[str]) -> str | None:
+        ret = self.recommender.retriever
+        known = [h for h in history if h in ret.position]
+        if not known or asin not in ret.position:
+            return None
+        if ret.matrix is not None:
+            sims = ret.matrix[[ret.position[h] for h in known]] @ ret.matrix[ret.position[asin]]
+            best = int(np.argmax(sims))
+            return known[best] if math.isfinite(float(sims[best])) and sims[best] > 0.5 else None  # noqa: PLR2004
+        words = set(_WORD.findall(self.titles.get(asin, "").casefold()))
+        overlap = [(len(words & set(_WORD.findall(self.titles.get(h, "").casefold()))), h) for h in known]
+        n, h = max(overlap)
+        return h if n >= 2 else None  # noqa: PLR2004
+
+    def self_check(self) -> None:
+        """One recommendation through the configured ranker: a model that loads but cannot answer is refused."""
+        answer = self._answer(self.recommender, [Query(self.example, 3, True, None)])[0]
+        if not answer or not all(math.isfinite(i["score"]) for i in answer):
+            raise RuntimeError(f"the self-check recommendation was empty or not finite: {answer}")
+
+
+def _version(adapter: str | None) -> str | None:
+    """The adapter's version: the timestamp folder of a versioned dataset, else the folder's name."""
+    if not adapter:
+        return None
+    path = Path(adapter)
+    return path.parent.name if re.match(r"\d{4}-\d\d-\d\dT", path.parent.name) else path.name
