@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import MicroBatcher, QueueFullError, ShuttingDownError
 from .config import Limits, ServingSettings
-from .observability import Frontdoor, Metrics, request_id
+from .observability import Frontdoor, Metrics
 from .service import Query as RecQuery
 from .service import RecommenderService, UnknownProductError
 
@@ -169,12 +169,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         field = f"{exc.field}.{exc.index}"
         return JSONResponse({"detail": f"{field}: {exc}", "errors": [{"field": field, "message": str(exc),
                                                                       "type": "unknown_product"}]}, status_code=404)
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception):
-        logger.error("unhandled %s", type(exc).__name__, exc_info=exc)
-        return JSONResponse({"detail": f"internal error (request {request_id.get()}); the log has the cause"},
-                            status_code=500)
 
 
 async def strict_query(request: Request) -> None:

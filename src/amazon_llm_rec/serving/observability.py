@@ -111,7 +111,7 @@ class Frontdoor:
 
         async def tagged(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
@@ -120,6 +120,10 @@ class Frontdoor:
                 await _json(tagged, 503, {"detail": "the service is shutting down"}, [(b"retry-after", b"1")])
             else:
                 await self.app(scope, receive, tagged)
+        except Exception as exc:  # noqa: BLE001 - this request fails alone, with its id; the cause goes to the log
+            logging.getLogger("amazon_llm_rec.serving.app").error("unhandled %s", type(exc).__name__, exc_info=exc)
+            if not status.get("started"):
+                await _json(tagged, 500, {"detail": f"internal error (request {rid}); the log has the cause"})
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
