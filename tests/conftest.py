@@ -75,6 +75,18 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def load_test_module():
+    """benchmarks/load_test.py as a module (its server start, readiness wait and load run serve the tests too)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import load_test
+    finally:
+        sys.path.pop(0)
+    return load_test
+
+
 def serving_settings(**overrides):
     """`ServingSettings` from the project's conf/base/parameters_serving.yml (the one place its defaults live)."""
     import yaml

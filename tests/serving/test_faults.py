@@ -5,20 +5,17 @@ fails to load (/health fails), a bounded overload (only 200 or 429), adapter rel
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import serving_settings
+from tests.conftest import load_test_module, serving_settings
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"recommend": {"num_candidates": 12, "llm_batch_size": 4, "ranker": "fusion"}}
 
 
@@ -34,15 +31,6 @@ def data(ran_project):
         mp.undo()
 
 
-def _load_test():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import load_test
-    finally:
-        sys.path.pop(0)
-    return load_test
-
-
 @contextmanager
 def serve(build, api_key: str | None = None, **settings):
     """create_app(settings, build) on a real uvicorn in a thread, on a free port of 127.0.0.1; yields (url, app)."""
@@ -50,7 +38,7 @@ def serve(build, api_key: str | None = None, **settings):
 
     from amazon_llm_rec.serving.app import create_app
 
-    load_test = _load_test()
+    load_test = load_test_module()
     app = create_app(serving_settings(**settings).model_copy(update={"api_key": api_key}), build)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=load_test.free_port(), log_config=None,
                                            access_log=False, timeout_graceful_shutdown=10))
@@ -226,7 +214,7 @@ def test_reload_swaps_the_adapter_only_after_the_new_model_passed_its_check(data
 
 
 def test_sigterm_under_load_lets_requests_in_flight_finish_and_no_request_hangs(ran_project, tmp_path):
-    lt = _load_test()
+    lt = load_test_module()
     port = lt.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = lt.start_server(ran_project, None, ["recommend.num_candidates=12", "recommend.ranker=fusion",

@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import load_test_module
+
 PARAMS = {"recommend": {"num_candidates": 12, "llm_batch_size": 4, "ranker": "fusion"},  # the LLM re-ranker
           "serving": {"demo": True}}
 SEED = 20261201  # schemathesis' seed: none the rest of the suite uses
 pytestmark = pytest.mark.slow
-
-
-def _load_test():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import load_test
-    finally:
-        sys.path.pop(0)
-    return load_test
 
 
 def _wait(client, headers=None):
@@ -246,7 +238,7 @@ def test_the_api_key_may_come_from_conf_local_but_never_from_parameters():
 
 @pytest.fixture(scope="module")
 def server(ran_project, tmp_path_factory):
-    lt = _load_test()
+    lt = load_test_module()
     port = lt.free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     proc = lt.start_server(ran_project, None, ["recommend.num_candidates=12", "recommend.llm_batch_size=4",
@@ -261,7 +253,7 @@ def server(ran_project, tmp_path_factory):
 
 
 def test_a_bounded_load_on_the_real_server_has_no_failures(server):
-    lt = _load_test()
+    lt = load_test_module()
     payloads = lt.payloads_from(server, 8, k=5)
     for clients, total in ((1, 4), (8, 16)):
         row = lt.run_load(server, clients, total, payloads, timeout=120)
