@@ -1,6 +1,7 @@
 """The service under faults, on a real uvicorn on 127.0.0.1 in this process: a model made slow (the deadline sends
 requests to the fallback ranker), one that raises (degraded answers), one request that fails (it alone), one that
-fails to load (/health fails), a bounded overload (only 200 or 429), adapter reload, and shutdown under load."""
+fails to load (/health fails), a bounded overload (only 200 or 429), adapter reload, shutdown under load; and what
+the page shows: variants collapsed, the catalogue's titles, a reason per product."""
 
 from __future__ import annotations
 
@@ -248,3 +249,38 @@ def test_sigterm_under_load_lets_requests_in_flight_finish_and_no_request_hangs(
     assert set(later) <= {"503", "ConnectError"}, later
     log = (tmp_path / "server.log").read_text()
     assert "Waiting for application shutdown" in log and "Application shutdown complete" in log, log[-3000:]
+
+
+def test_variants_collapse_titles_are_the_catalogues_and_each_item_has_a_reason(data):
+    """Two ASINs with one cleaned title show once (the better ranked); titles are the original ones; reasons come
+    from the evidence."""
+    import dataclasses
+
+    import pandas as pd
+
+    from amazon_llm_rec.serving.service import Query, RecommenderService
+
+    items = data.items
+    popular = RecommenderService(data, serving_settings()).recommender.retriever.by_popularity
+    a, b, c = popular[3], popular[4], popular[5]
+    row = items[items["asin"] == a].iloc[0]
+    variant = pd.DataFrame([{**row.to_dict(), "asin": "B0VARIANT1", "raw_title": row["raw_title"] + " (Pack of 2)"}])
+    changed = dataclasses.replace(data, items=pd.concat([items, variant], ignore_index=True))
+    history = popular[:3]
+    answers = {}
+    for collapse in (True, False):
+        service = RecommenderService(changed, serving_settings(collapse_variants=collapse))
+        answers[collapse] = service.run_batch([Query(history, 10, True, [a, "B0VARIANT1", b, c])])[0].items
+    assert len(answers[False]) == 4 and len(answers[True]) == 3
+    kept = [i["asin"] for i in answers[True]]
+    assert len({a, "B0VARIANT1"} & set(kept)) == 1 and {b, c} <= set(kept)
+    best = next(i["asin"] for i in answers[False] if i["asin"] in (a, "B0VARIANT1"))
+    assert best in kept  # the better ranked of the two stays
+    raw = dict(zip(changed.items["asin"], changed.items["raw_title"], strict=True))
+    assert all(i["title"] == raw[i["asin"]] for i in answers[True])
+    for item in answers[True]:
+        n = max(service.recommender.retriever.cooc.get(h, {}).get(item["asin"], 0) for h in history)
+        if n:
+            assert item["reason"].startswith("bought with “") and item["reason"].endswith(f"by {n} customer{'s' * (n != 1)}")
+        else:
+            assert item["reason"].startswith(("similar to “", "popular: bought by", "a new product"))

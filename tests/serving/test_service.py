@@ -297,6 +297,8 @@ def test_the_page_recommends_and_shows_errors_in_a_real_browser(server, tmp_path
             page.wait_for_selector("#results tbody tr", timeout=60_000)
             assert page.locator("#results tbody tr").count() == 10
             assert "fusion" in page.locator("#meta").inner_text()
+            assert page.locator("#results tbody td.why").first.inner_text().strip()  # each product says why
+            assert page.locator("#apikey").get_attribute("type") == "password"
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             # autocomplete from the catalogue, then a bad input shows its message
             page.fill("#product", page.locator("#history li").first.inner_text().split()[0])
