@@ -69,7 +69,7 @@ def history_of(service, i: int) -> list[str]:
     return list(service.recommender.retriever.by_popularity[i: i + 3])
 
 
-def test_a_slow_llm_sends_requests_past_their_deadline_to_the_fallback(data):
+def test_a_slow_llm_sends_requests_past_their_deadline_to_the_fallback_at_once_and_recovers(data):
     from amazon_llm_rec.serving.service import RecommenderService
 
     service = None
@@ -81,17 +81,25 @@ def test_a_slow_llm_sends_requests_past_their_deadline_to_the_fallback(data):
         service.recommender.llm.score = lambda *a, **k: (time.sleep(0.6), real(*a, **k))[1]
         return service
 
-    with serve(build, deadline_ms=400) as (url, _):
+    with serve(build, deadline_ms=400, micro_batch={"max_batch": 1, "max_wait_ms": 0}) as (url, _):
         wait(url)
-        service.per_request_s = None  # the load's self-check measured nothing: the first request goes to the LLM
+        service.per_request_s = None  # forget the self-check's measurement: the first request goes to the LLM
         body = {"history": history_of(service, 0), "k": 5}
         first = httpx.post(url + "/recommendations", json=body, timeout=60).json()
         assert first["degraded"] is False and first["ranker"] == "fusion" and first["took_ms"] >= 600
         second = httpx.post(url + "/recommendations", json=body, timeout=60).json()
         assert second["degraded"] is True and second["degraded_reason"].startswith("deadline")
         assert second["ranker"] == "fusion_no_llm" and len(second["items"]) == 5 and second["took_ms"] < 400
+        # four at once: none waits behind the slow model, all are answered within the deadline
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: httpx.post(url + "/recommendations", json=body, timeout=60).json(),
+                                    range(4)))
+        assert all(a["degraded"] and a["took_ms"] < 400 for a in answers), answers
+        # each degraded answer lowers the estimate a little: the LLM is tried again and re-measured (and still slow)
+        tried = [httpx.post(url + "/recommendations", json=body, timeout=60).json()["degraded"] for _ in range(40)]
+        assert tried.count(False) >= 1 and tried.count(True) >= 30, tried
         metrics = httpx.get(url + "/metrics").text
-        assert 'recommendations_degraded_total{reason="deadline"} 1.0' in metrics
+        assert f'recommendations_degraded_total{{reason="deadline"}} {1 + 4 + tried.count(True)}.0' in metrics
 
 
 def test_an_llm_that_raises_gives_degraded_answers_and_one_failing_request_fails_alone(data):
@@ -225,28 +233,33 @@ def test_sigterm_under_load_lets_requests_in_flight_finish_and_no_request_hangs(
         lt.wait_ready(url, proc, timeout=300)
         payloads = lt.payloads_from(url, 8, k=5)
 
-        def client(i: int) -> str:
+        signalled = []
+
+        def client(i: int) -> tuple[str, float, float]:
+            start = time.monotonic()
             try:
                 r = httpx.post(url + "/recommendations", json=payloads[i % len(payloads)], timeout=60)
-                return str(r.status_code)
+                return str(r.status_code), start, time.monotonic()
             except httpx.TransportError as exc:  # refused once the socket closed: the caller knows at once
-                return type(exc).__name__
+                return type(exc).__name__, start, time.monotonic()
 
         with ThreadPoolExecutor(24) as pool:
-            futures = [pool.submit(client, i) for i in range(24)]
-            time.sleep(0.3)
+            futures = [pool.submit(client, i) for i in range(48)]
+            time.sleep(0.5)
+            signalled.append(time.monotonic())
             proc.send_signal(signal.SIGTERM)
-            start = time.monotonic()
             outcomes = [f.result(timeout=90) for f in futures]  # none hangs
-            later = [client(0) for _ in range(3)]
+        later = [client(0)[0] for _ in range(3)]
         # uvicorn re-raises the signal once it has shut down gracefully: the exit status is -SIGTERM
-        assert proc.wait(60) in (0, -signal.SIGTERM) and time.monotonic() - start < 60
+        assert proc.wait(60) in (0, -signal.SIGTERM) and time.monotonic() - signalled[0] < 60
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "200" in outcomes, outcomes  # those in flight finished
-    assert set(outcomes) <= {"200", "503", "ConnectError", "RemoteProtocolError", "ReadError"}, outcomes
-    assert set(later) <= {"503", "ConnectError"}, later
+    codes = [o for o, _, _ in outcomes]
+    # requests the server was answering at the signal finished with their answer (new ones got 503 or were refused)
+    assert any(o == "200" and end > signalled[0] for o, _, end in outcomes), outcomes
+    assert set(codes) <= {"200", "503", "ConnectError"}, codes  # nothing dropped half-way
+    assert set(later) == {"ConnectError"}, later
     log = (tmp_path / "server.log").read_text()
     assert "Waiting for application shutdown" in log and "Application shutdown complete" in log, log[-3000:]
 
@@ -281,6 +294,22 @@ def test_variants_collapse_titles_are_the_catalogues_and_each_item_has_a_reason(
     for item in answers[True]:
         n = max(service.recommender.retriever.cooc.get(h, {}).get(item["asin"], 0) for h in history)
         if n:
-            assert item["reason"].startswith("bought with “") and item["reason"].endswith(f"by {n} customer{'s' * (n != 1)}")
+            assert item["reason"].startswith("often bought with “")
+            assert item["reason"].endswith(f"({n} co-purchase{'s' * (n != 1)})")
         else:
-            assert item["reason"].startswith(("similar to “", "popular: bought by", "a new product"))
+            assert item["reason"].startswith(("similar to “", "popular (", "a new product"))
+
+
+def test_schemathesis_with_every_check_passes_on_a_keyed_service(data):
+    """With a key: the schema declares it, every operation refuses a call without it (ignored_auth), and with it
+    every check passes; /admin/reload is fuzzed too (its build hands back a loaded service at once)."""
+    from amazon_llm_rec.serving.service import RecommenderService
+
+    from .test_service import schemathesis_run
+
+    service = RecommenderService(data, serving_settings())
+    with serve(lambda: service, api_key="fuzz-key") as (url, _):
+        wait(url, {"X-API-Key": "fuzz-key"})
+        done = schemathesis_run(url, "-H", "X-API-Key: fuzz-key")
+        assert done.returncode == 0, done.stdout[-6000:]
+        assert "Selected: 5/5" in done.stdout  # /admin/reload among them (no /reviewers: not the demo)

@@ -88,6 +88,7 @@ def test_health_ready_search_and_recommendations(client, reviewer):
 BAD = [
     ("unknown ASIN", {"history": ["B000NOSUCH"]}, 404, "history.0: unknown product"),
     ("empty history", {"history": []}, 422, "history: List should have at least 1 item"),
+    ("a blank entry", {"history": ["   "]}, 404, "history.0: unknown product"),
     ("10,000-item history", {"history": ["B000NOSUCH"] * 10_000}, 413, "body: request body over"),
     ("51-item history", {"history": ["x"] * 51}, 422, "history: List should have at most 50 items"),
     ("k=0", {"history": ["x"], "k": 0}, 422, "k: Input should be greater than or equal to 1"),
@@ -154,7 +155,11 @@ def test_reviewers_are_served_only_by_the_demo(ran_project, monkeypatch):
     with TestClient(app) as c:
         _wait(c)
         assert c.get("/reviewers").status_code == 404
-        assert "/reviewers" not in c.get("/openapi.json").json()["paths"]
+        schema = c.get("/openapi.json").json()
+        assert "/reviewers" not in schema["paths"]
+        example = schema["components"]["schemas"]["RecommendationRequest"]["examples"][0]["history"]
+        service = app.state.serving["service"]
+        assert example == service.recommender.retriever.by_popularity[:2]  # no customer's history in public docs
 
 
 def test_an_api_key_guards_every_endpoint_but_health_and_is_compared_in_constant_time(ran_project, monkeypatch,
@@ -182,6 +187,7 @@ def test_an_api_key_guards_every_endpoint_but_health_and_is_compared_in_constant
     with TestClient(app) as c:
         _wait(c, key)
         assert c.get("/health").status_code == 200
+        assert c.get("/docs").status_code == 200  # the docs hold no data (the example is two popular products)
         for path in ("/ready", "/products?q=a", "/reviewers", "/metrics"):
             assert c.get(path).status_code == 401, path
             assert c.get(path, headers={"X-API-Key": "s3cre"}).status_code == 401, path  # a prefix is not the key
@@ -230,6 +236,8 @@ def test_the_api_key_may_come_from_conf_local_but_never_from_parameters():
         ServingSettings.from_params({**base, "max_queu": 3}, {}, environ={})
     with pytest.raises(ConfigError, match="serving.demo: Input should be a valid boolean"):
         ServingSettings.from_params({**base, "demo": "yes"}, {}, environ={})
+    with pytest.raises(ConfigError, match="serving.demo shows test reviewers' real next products: it needs fit_on"):
+        ServingSettings.from_params({**base, "demo": True, "fit_on": "all"}, {}, environ={})
     with pytest.raises(ConfigError, match="serving.deadline_ms: Field required"):
         ServingSettings.from_params({k: v for k, v in base.items() if k != "deadline_ms"}, {}, environ={})
 

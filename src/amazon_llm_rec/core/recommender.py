@@ -35,7 +35,7 @@ class RecommendConfig:
     ranker: str = "fusion"
     history_size: int = 4
     llm_batch_size: int = 8
-    llm_options_per_pass: int = 25
+    llm_options_per_pass: int = 10
     sources: list[str] = field(default_factory=lambda: list(SOURCES))
     cooccurrence_window: int = 0
 
@@ -82,6 +82,9 @@ class LLMScorer:
                  priors: dict[str, float] | None = None, options_per_pass: int | None = None) -> None:
         self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
         self.options_per_pass = options_per_pass
+        from .scoring import AnswerTokens  # noqa: PLC0415
+
+        self.tails = AnswerTokens(tokenizer)  # each product's answer tokens, tokenised once per process
         self.title_score, self.priors = title_score, priors or {}
         if title_score == "pmi" and not self.priors:
             raise ConfigError("evaluation.title_score is pmi but no title priors were given (the `title_priors` dataset)")
@@ -128,7 +131,7 @@ class LLMScorer:
                     raise ConfigError(f"title_priors has no prior for product {exc.args[0]!r}") from exc
             scores = score_titles(self.model, self.tokenizer, prompts, self.batch_size, desc="LLM re-ranking",
                                   answers=[list(candidate_titles[i]) for i in rows], options_per_pass=self.options_per_pass,
-                                  title_score=self.title_score, priors=priors)
+                                  title_score=self.title_score, priors=priors, tails=self.tails)
             for j, i in enumerate(rows):
                 out[i] = scores[j].astype(float)
         return out

@@ -33,7 +33,7 @@ def _encoded_batches(model, tokenizer, prompts: pd.DataFrame, batch_size: int, d
     tokenizer.padding_side = "left"
     model.eval()
     with torch.inference_mode():
-        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False):
+        for sl in tqdm(list(_batches(len(texts), batch_size)), desc=desc, leave=False, disable=None):  # no bar off a TTY
             idx = order[sl]
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
                             pad_to_multiple_of=pad_to_multiple_of).to(device)
@@ -212,7 +212,8 @@ def calibrate(sums: np.ndarray, counts: np.ndarray, how: str, priors: np.ndarray
 def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, desc: str = "scoring",
                  target: str = "title", pad_to_multiple_of: int | None = None,
                  answers: list[list[str]] | None = None, options_per_pass: int | None = 5,
-                 title_score: str = "mean", priors: np.ndarray | None = None) -> np.ndarray:
+                 title_score: str = "mean", priors: np.ndarray | None = None,
+                 tails: AnswerTokens | None = None) -> np.ndarray:
     """Return each option's score [N, options] from the log-likelihood of its answer tokens after the prompt
     (`calibrate`: mean per token, the paper's 'highest probability' read literally; sum; or pmi against `priors`
     [N, options]). The prompt runs once; its KV cache is shared by the options.
@@ -227,15 +228,18 @@ def score_titles(model, tokenizer, prompts: pd.DataFrame, batch_size: int = 16, 
     if title_score == "pmi" and (priors is None or np.shape(priors) != (len(answers), len(answers[0]))):
         raise ConfigError(f"evaluation.title_score: pmi needs priors of shape {(len(answers), len(answers[0]))}")
     sums, counts = answer_likelihoods(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of, answers,
-                                      options_per_pass)
+                                      options_per_pass, tails)
     return calibrate(sums, counts, title_score, None if priors is None else np.asarray(priors, dtype=float)).astype(np.float32)
 
 
 def answer_likelihoods(model, tokenizer, prompts: pd.DataFrame, batch_size: int, desc: str,
                        pad_to_multiple_of: int | None, answers: list[list[str]],
-                       options_per_pass: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Summed log-probability of each answer's tokens after its prompt, and their number: two arrays [N, answers]."""
-    tails = AnswerTokens(tokenizer)
+                       options_per_pass: int | None, tails: AnswerTokens | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Summed log-probability of each answer's tokens after its prompt, and their number: two arrays [N, answers].
+
+    Each prompt's answers go through the passes shortest first, so a pass pads its answers to similar lengths
+    (padding is computed like real tokens); `tails` keeps the answers' tokens between calls (the service's)."""
+    tails = AnswerTokens(tokenizer) if tails is None else tails
     instructions = prompts["instruction"].tolist()
     k = len(answers[0])
     group = k if not options_per_pass else max(1, min(int(options_per_pass), k))
@@ -243,14 +247,19 @@ def answer_likelihoods(model, tokenizer, prompts: pd.DataFrame, batch_size: int,
     counts = np.zeros((len(prompts), k), dtype=np.float64)
     for idx, enc in _encoded_batches(model, tokenizer, prompts, batch_size, desc, pad_to_multiple_of):
         cache0, first_logp = prompt_pass(model, enc)
+        tokens = {i: [tails(instructions[i], a) for a in answers[i]] for i in idx}
+        order = {i: np.argsort([len(t) for t in tokens[i]], kind="stable") for i in idx}
         for lo in range(0, k, group):
             hi = min(k, lo + group)
             cache = cache0 if hi == k and lo == 0 else copy.deepcopy(cache0)
-            conts = [tails(instructions[i], a) for i in idx for a in answers[i][lo:hi]]
+            conts = [tokens[i][j] for i in idx for j in order[i][lo:hi]]
             total, n = answer_pass(model, enc, cache, first_logp, conts, hi - lo, tokenizer.pad_token_id)
             del cache
-            sums[idx, lo:hi] = total.view(len(idx), hi - lo).double().cpu().numpy()
-            counts[idx, lo:hi] = n.view(len(idx), hi - lo).cpu().numpy()
+            total = total.view(len(idx), hi - lo).double().cpu().numpy()
+            n = n.view(len(idx), hi - lo).cpu().numpy()
+            for r, i in enumerate(idx):
+                sums[i, order[i][lo:hi]] = total[r]
+                counts[i, order[i][lo:hi]] = n[r]
     return sums, counts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -16,8 +17,7 @@ from typing import Any
 logger = logging.getLogger("amazon_llm_rec.serving")
 
 
-def build_app(project: str | Path = ".", env: str | None = None, params: dict[str, Any] | None = None,
-              settings_overrides: dict[str, Any] | None = None):
+def build_app(project: str | Path = ".", env: str | None = None, params: dict[str, Any] | None = None):
     """Read the project's configuration through Kedro; return (app, settings). The data and the model load in the
     background once the app starts (and again on /admin/reload, which picks up the latest adapter version)."""
     from .app import create_app  # noqa: PLC0415
@@ -25,8 +25,6 @@ def build_app(project: str | Path = ".", env: str | None = None, params: dict[st
     from .service import RecommenderService  # noqa: PLC0415
 
     settings, _ = project_settings(project, env, params)
-    if settings_overrides:
-        settings = settings.model_copy(update=settings_overrides)
     return create_app(settings, lambda: RecommenderService(load_project(project, env, params), settings)), settings
 
 
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, host=host, port=args.port if args.port is not None else settings.port,
-                            log_config=None, access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+                            log_config=None, access_log=False, timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s))
     Server(config).run()
 
 

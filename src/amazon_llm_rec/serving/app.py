@@ -12,6 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +36,6 @@ STATIC = Path(__file__).parent / "static"
 Entry = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 # JSON Schema's integer includes 20.0; strict pydantic would refuse it, so an integral float becomes an int first
 Integer = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
-STATES = ("loading", "ready", "failed")
 
 
 class Product(BaseModel):
@@ -118,6 +118,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
+                    scope["body_too_large"] = True  # FastAPI turns the error into a 400: the handler makes it 413
                     raise _TooLargeError
             return msg
 
@@ -160,6 +161,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         detail = exc.detail
+        if request.scope.get("body_too_large"):
+            return JSONResponse({"detail": "body: request body over the limit (serving.limits.max_body_bytes)"},
+                                status_code=413)
         if exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's, e.g. bad UTF-8
             detail = "body: could not be read as JSON text (is it UTF-8?)"
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -191,14 +195,14 @@ def _query_names(dependant) -> set[str]:
     return names
 
 
-def request_model(limits: Limits, example: list[str] | None = None) -> type[BaseModel]:
-    """The body of POST /recommendations, bounded by `serving.limits`; `example`: a history from the catalogue."""
-    extra = {"examples": [{"history": example, "k": 10, "exclude_bought": True}]} if example else None
+def request_model(limits: Limits) -> type[BaseModel]:
+    """The body of POST /recommendations, bounded by `serving.limits` (its example is set from the served catalogue
+    once loaded: `create_app`'s openapi)."""
 
     class RecommendationRequest(BaseModel):
         """A customer's history (ASINs or exact titles, oldest first) and what to return."""
 
-        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=extra)
+        model_config = ConfigDict(extra="forbid", strict=True)
         history: list[Entry] = Field(min_length=1, max_length=limits.max_history,
                                      description="products bought, oldest first: ASINs or exact titles")
         k: Integer = Field(10, ge=1, le=limits.max_k, description="how many products to return")
@@ -223,8 +227,20 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
     RecommendationRequest = request_model(limits)  # noqa: N806 - a class
     keyed = bool(settings.api_key)
 
-    def run(queries: list[RecQuery]):
-        return state["service"].run_batch(queries)
+    def run(requests: list[tuple[RecommenderService, RecQuery]], deliver) -> list[Any]:
+        """Each request by the service that resolved it (a reload may swap services between arrival and batch)."""
+        out: list[Any] = [None] * len(requests)
+        groups: dict[int, list[int]] = {}
+        for i, (service, _) in enumerate(requests):
+            groups.setdefault(id(service), []).append(i)
+        for rows in groups.values():
+            answers = requests[rows[0]][0].run_batch([requests[i][1] for i in rows],
+                                                     lambda j, answer, rows=rows: deliver(rows[j], answer))
+            for i, answer in zip(rows, answers, strict=True):
+                out[i] = answer
+        return out
+
+    fallback_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fallback")
 
     def on_batch(size: int, seconds: float) -> None:
         metrics.batch.observe(size)
@@ -259,9 +275,10 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
             task.cancel()
         batcher = state["batcher"]
         if batcher and batcher.loop is asyncio.get_running_loop():
-            await batcher.drain(settings.shutdown_grace_s)
+            await batcher.drain(1.0)  # uvicorn has already waited serving.shutdown_grace_s for requests in flight
             await batcher.stop()
             state["batcher"], state["service"] = None, None
+        fallback_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="amazon-llm-rec", version="1", lifespan=lifespan, dependencies=[Depends(strict_query)],
                   description="Next-product recommendations over the whole catalogue: a retriever proposes "
@@ -293,7 +310,8 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
     _install_error_handlers(app)
 
     @app.get("/health", tags=["operations"], response_model=Health,
-             responses={503: {"model": Health, "description": "the recommender failed to load: restart the process"}})
+             responses={422: ERRORS[422],
+                        503: {"model": Health, "description": "the recommender failed to load: restart the process"}})
     def health():
         """Liveness (no key needed): 503 once the recommender has failed to load, so an orchestrator restarts it."""
         if state["state"] == "failed":
@@ -301,7 +319,8 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
         return {"status": "ok"}
 
     @app.get("/ready", tags=["operations"], dependencies=guarded, response_model=Readiness,
-             responses={**auth, 503: {"model": Readiness, "description": "loading, failed to load, or shutting down"}})
+             responses={**auth, 422: ERRORS[422],
+                        503: {"model": Readiness, "description": "loading, failed to load, or shutting down"}})
     def ready():
         """Readiness: the recommender is loaded and answers; what it serves (no paths, no exception text)."""
         service = state["service"]
@@ -330,16 +349,18 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
         history = service.resolve(list(body.history), "history")
         candidates = service.resolve(list(body.candidates), "candidates") if body.candidates else None
         batcher: MicroBatcher = state["batcher"]
+        query = RecQuery(history, body.k, body.exclude_bought, candidates, deadline)
         try:
-            metrics.queue.set(batcher.depth + 1)
-            answer = await batcher.submit(RecQuery(history, body.k, body.exclude_bought, candidates, deadline))
+            if service.late(deadline, batcher.depth):  # the LLM path would miss the deadline behind the queue
+                answer = (await asyncio.get_running_loop().run_in_executor(
+                    fallback_pool, service.answer_degraded, [query]))[0]
+            else:
+                answer = await batcher.submit((service, query))
         except QueueFullError as exc:
             metrics.rejected.inc()
             raise HTTPException(429, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
         except ShuttingDownError as exc:
             raise HTTPException(503, detail=str(exc), headers={"Retry-After": "1"}) from exc
-        finally:
-            metrics.queue.set(batcher.depth)
         ranker = service.info["ranker"]
         if answer.degraded_reason:
             reason = answer.degraded_reason.split(":")[0]
@@ -367,7 +388,7 @@ def create_app(settings: ServingSettings, build: Callable[[], RecommenderService
         lock = asyncio.Lock()
 
         @app.post("/admin/reload", tags=["operations"], dependencies=guarded,
-                  responses={**auth, 409: {"model": Detail, "description": "a reload is already running"},
+                  responses={**auth, 422: ERRORS[422], 409: {"model": Detail, "description": "a reload is already running"},
                              500: {"model": Detail, "description": "the new model failed its check; the old one serves"},
                              503: {"model": Detail, "description": "not loaded yet"}})
         async def reload() -> dict[str, Any]:

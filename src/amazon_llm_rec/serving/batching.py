@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,40 +38,39 @@ class BatchStats:
     largest: int = 0
     rejected: int = 0
     seconds: float = 0.0
-    sizes: dict[int, int] = field(default_factory=dict)
 
-    def add(self, size: int, seconds: float = 0.0) -> None:
-        """Count one batch of `size` requests that took `seconds`."""
+    def add(self, size: int) -> None:
+        """Count one batch of `size` requests."""
         self.batches += 1
         self.requests += size
         self.largest = max(self.largest, size)
-        self.seconds += seconds
-        self.sizes[size] = self.sizes.get(size, 0) + 1
 
 
 class MicroBatcher:
     """Collect requests into batches: the first waiting request, every request that queued while the model was busy,
     then more for up to `max_wait_ms` (0: none), at most `max_batch` in all; at most `max_queue` wait.
 
-    `fn` takes a list of requests and returns one result per request, in order; a result that is an exception is
-    raised to that request alone. `fn` runs in one worker thread, so the model is never used by two threads at once
-    and the event loop stays free for other endpoints. `on_batch(size, seconds)` is told about every call."""
+    `fn(requests, deliver)` returns one result per request, in order; a result that is an exception is raised to
+    that request alone, and `deliver(i, result)` answers request i at once (e.g. those sent to a fast fallback
+    before the slow path runs; their entry in the returned list is then ignored). `fn` runs in one worker thread,
+    so the model is never used by two threads at once and the event loop stays free for other endpoints.
+    `on_batch(size, seconds)` is told about every call."""
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int, max_wait_ms: float, max_queue: int,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, fn: Callable[[list[Any], Callable[[int, Any], None]], list[Any]], max_batch: int,
+                 max_wait_ms: float, max_queue: int, on_batch: Callable[[int, float], None] | None = None) -> None:
         self.fn, self.max_batch, self.max_wait, self.max_queue = fn, max_batch, max_wait_ms / 1000.0, max_queue
         self.on_batch = on_batch
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._busy = 0   # requests in the call now running
+        self._inflight: list[asyncio.Future] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender")
 
     @property
     def depth(self) -> int:
         """Requests waiting plus those being answered."""
-        return (self._queue.qsize() if self._queue else 0) + self._busy
+        return (self._queue.qsize() if self._queue else 0) + sum(not f.done() for f in self._inflight)
 
     async def start(self) -> None:
         """Start the collecting task on the running loop."""
@@ -87,15 +86,15 @@ class MicroBatcher:
         return not self.depth
 
     async def stop(self) -> None:
-        """Stop collecting; requests still queued get `ShuttingDownError`."""
+        """Stop collecting; requests still queued or in the call now running get `ShuttingDownError`."""
         if self._task:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        while self._queue and not self._queue.empty():
-            _, fut = self._queue.get_nowait()
+        waiting = [fut for _, fut in (self._queue.get_nowait() for _ in range(self._queue.qsize()))] if self._queue else []
+        for fut in [*waiting, *self._inflight]:
             if not fut.done():
                 fut.set_exception(ShuttingDownError("the service is shutting down"))
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -116,24 +115,45 @@ class MicroBatcher:
         self._queue.put_nowait((request, fut))
         return await fut
 
-    def _call(self, requests: list[Any]) -> list[Any]:
-        """`fn` on the batch; when it raises, on each request alone (each gets its result or its own exception)."""
+    def _resolve(self, fut: asyncio.Future, result: Any) -> None:
+        """Set a future from the worker thread (on the loop's thread)."""
+        def put() -> None:
+            if not fut.done():
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+        self.loop.call_soon_threadsafe(put)
+
+    def _apply(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        """`fn` on the batch, answering each future; any error of `fn` (or a wrong number of results) is retried
+        one request at a time, so each request gets its result or its own exception."""
+        delivered: set[int] = set()
+
+        def deliver(i: int, result: Any) -> None:
+            delivered.add(i)
+            self._resolve(batch[i][1], result)
+
         try:
-            return list(self.fn(requests))
+            results = list(self.fn([r for r, _ in batch], deliver))
+            if len(results) != len(batch):
+                raise RuntimeError(f"the recommender returned {len(results)} results for {len(batch)} requests")
         except Exception as exc:  # noqa: BLE001 - isolated below
-            if len(requests) == 1:
+            left = [i for i in range(len(batch)) if i not in delivered]
+            if len(batch) == 1:
                 logger.exception("a request failed")
-                return [exc]
-            logger.warning("a batch of %d requests failed (%s: %s); answering them one at a time", len(requests),
+                for i in left:
+                    self._resolve(batch[i][1], exc)
+                return
+            logger.warning("a batch of %d requests failed (%s: %s); answering them one at a time", len(batch),
                            type(exc).__name__, exc)
-        out: list[Any] = []
-        for r in requests:
-            try:
-                out.extend(self.fn([r]))
-            except Exception as exc:  # noqa: BLE001 - this request's own error
-                logger.exception("a request failed")
-                out.append(exc)
-        return out
+            for i in left:
+                self._apply([batch[i]])
+            return
+        for i, ((_, fut), result) in enumerate(zip(batch, results, strict=True)):
+            if i not in delivered:
+                self._resolve(fut, result)
 
     async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
         """The next batch: the first waiting request, what queued meanwhile, then more for `max_wait_ms`."""
@@ -155,25 +175,24 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            live = [(r, f) for r, f in batch if not f.done()]  # a client that went away cancelled its future
+            live = [(r, f) for r, f in batch if not f.done()]
             if not live:
                 continue
-            self._busy = len(live)
+            self._inflight = [f for _, f in live]
+            self.stats.add(len(live))  # counted before any answer lands, so a caller who has its answer sees it
             start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self._call, [r for r, _ in live])
+                await loop.run_in_executor(self._pool, self._apply, live)
             except Exception as exc:  # noqa: BLE001 - e.g. the pool shut down: every waiting request is told
-                results = [exc] * len(live)
-            finally:
-                self._busy = 0
+                for fut in self._inflight:
+                    if not fut.done():
+                        fut.set_exception(exc)
             seconds = time.perf_counter() - start
-            self.stats.add(len(live), seconds)
+            await asyncio.sleep(0)  # let the answers set from the worker thread land before counting
+            self._inflight = []
+            self.stats.seconds += seconds
             if self.on_batch:
-                self.on_batch(len(live), seconds)
-            for (_, fut), result in zip(live, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+                try:
+                    self.on_batch(len(live), seconds)
+                except Exception:  # noqa: BLE001 - metrics must never stop the batcher
+                    logger.exception("on_batch failed")

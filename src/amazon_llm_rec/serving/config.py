@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..core.errors import ConfigError
 
@@ -81,13 +81,16 @@ class ServingSettings(BaseModel):
             return cls.model_validate({**serving, "api_key": key or None})
         except ValidationError as exc:
             first = exc.errors()[0]
-            name = ".".join(["serving", *(str(p) for p in first["loc"])])
+            name = ".".join(["serving", *(str(p) for p in first["loc"])]) if first["loc"] else "serving"
             given = "" if first["type"] == "missing" else f", got {first.get('input')!r}"
             raise ConfigError(f"{name}: {first['msg']}{given} (conf/base/parameters_serving.yml)") from exc
 
-    def is_loopback(self, host: str | None = None) -> bool:
-        """Whether `host` (default: serving.host) is a loopback address."""
-        return is_loopback(self.host if host is None else host)
+    @model_validator(mode="after")
+    def _demo_needs_unseen_targets(self) -> ServingSettings:
+        if self.demo and self.fit_on != "before_test":
+            raise ValueError("serving.demo shows test reviewers' real next products: it needs fit_on before_test "
+                             "(with all, their own next purchase is in the counts the page recommends from)")
+        return self
 
 
 def is_loopback(host: str) -> bool:

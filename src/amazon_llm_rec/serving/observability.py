@@ -116,14 +116,16 @@ class Frontdoor:
             await send(message)
 
         try:
-            if self.state.get("draining") and scope["path"] not in ("/health", "/metrics"):
+            if self.state.get("draining") and scope["path"] not in ("/health", "/ready", "/metrics"):
                 await _json(tagged, 503, {"detail": "the service is shutting down"}, [(b"retry-after", b"1")])
             else:
                 await self.app(scope, receive, tagged)
-        except Exception as exc:  # noqa: BLE001 - this request fails alone, with its id; the cause goes to the log
+        except Exception as exc:
             logging.getLogger("amazon_llm_rec.serving.app").error("unhandled %s", type(exc).__name__, exc_info=exc)
-            if not status.get("started"):
-                await _json(tagged, 500, {"detail": f"internal error (request {rid}); the log has the cause"})
+            if status.get("started"):  # too late for a clean answer: count it as a 500 and let the server close it
+                status["code"] = 500
+                raise
+            await _json(tagged, 500, {"detail": f"internal error (request {rid}); the log has the cause"})
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"

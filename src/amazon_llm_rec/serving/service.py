@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .config import ProjectData, ServingSettings
 
 logger = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z]{3,}")
+DEADLINE = "deadline: the LLM re-rank would miss serving.deadline_ms"
 
 
 class UnknownProductError(ValueError):
@@ -67,7 +69,8 @@ class RecommenderService:
         self.by_title: dict[str, str] = {}
         for table in (self.titles, self.display):
             for asin, title in table.items():
-                self.by_title.setdefault(title.casefold(), asin)
+                if title.strip():
+                    self.by_title.setdefault(title.strip().casefold(), asin)
         self._search = pd.DataFrame({"asin": list(self.titles), "title": [self.display[a] for a in self.titles]})
         self._search["key"] = self._search["title"].str.casefold() + " " + pd.Series(list(self.titles.values())).str.casefold()
         test = data.test_prompts
@@ -97,8 +100,7 @@ class RecommenderService:
                      "adapter_version": _version(data.adapter), "fit_on": settings.fit_on,
                      "micro_batch": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms},
                      "max_queue": settings.max_queue, "deadline_ms": settings.deadline_ms}
-        self.load_seconds = time.perf_counter() - start
-        logger.info("Service ready in %.1f s: %s", self.load_seconds, self.info)
+        logger.info("Service ready in %.1f s: %s", time.perf_counter() - start, self.info)
 
     def _test_reviewers(self, test: pd.DataFrame | None, sequences: pd.DataFrame, n: int) -> list[dict[str, Any]]:
         if test is None or not len(test):
@@ -112,8 +114,9 @@ class RecommenderService:
         return out
 
     def _example(self, test: pd.DataFrame | None, sequences: pd.DataFrame) -> list[str]:
-        """Two products of the served catalogue for the OpenAPI example: a test history's, else the most popular."""
-        if test is not None and len(test):
+        """Two products of the served catalogue for the OpenAPI example: in the demo a test history's, else the two
+        most popular products (the public schema shows no customer's history)."""
+        if self.settings.demo and test is not None and len(test):
             hist = [a for a in test.iloc[0]["history_asins"] if a in self.titles][-2:]
             if hist:
                 return list(hist)
@@ -128,7 +131,7 @@ class RecommenderService:
         out = []
         for i, value in enumerate(values):
             v = value.strip()
-            asin = v if v in self.titles else self.by_title.get(v.casefold())
+            asin = None if not v else v if v in self.titles else self.by_title.get(v.casefold())
             if asin is None:
                 raise UnknownProductError(field, i, value)
             out.append(asin)
@@ -150,25 +153,42 @@ class RecommenderService:
 
     # answering
 
-    def run_batch(self, queries: list[Query]) -> list[Answer]:
+    def late(self, deadline: float | None, ahead: int) -> bool:
+        """Whether the LLM path would miss `deadline` behind `ahead` requests (the measured seconds per request)."""
+        return (self.fallback is not None and deadline is not None and self.per_request_s is not None
+                and time.monotonic() + self.per_request_s * (ahead + 1) > deadline)
+
+    def answer_degraded(self, queries: list[Query], reason: str = DEADLINE) -> list[Answer]:
+        """Answer by the fallback ranker, marked degraded. Each such answer lowers the estimate a little (2%), so
+        that an estimate left high by a slow moment lets a request through to the LLM again and is re-measured."""
+        if self.per_request_s is not None and reason == DEADLINE:
+            self.per_request_s *= 0.98 ** len(queries)
+        return [Answer(items, reason) for items in self._answer(self.fallback, queries)]
+
+    def run_batch(self, queries: list[Query], deliver: Callable[[int, Answer], None] | None = None) -> list[Answer]:
         """Answer several requests with as few recommender calls as possible (one per kind of request).
 
         With an LLM ranker, requests whose deadline the LLM path would miss (the measured seconds per request times
-        the batch's size) go to the fallback; when the LLM path raises for a single request, it does too. When it
-        raises for a batch, the exception propagates: the batcher answers the batch one request at a time."""
+        the batch's size) are answered by the fallback first, and handed to `deliver` at once; when the LLM path
+        raises for a single request, it goes to the fallback too. When it raises for a batch, the exception
+        propagates: the batcher answers the batch one request at a time."""
         if self.fallback is None:
             return [Answer(items) for items in self._answer(self.recommender, queries)]
         now = time.monotonic()
-        full, reasons = list(range(len(queries))), {}
+        full, late = list(range(len(queries))), []
         while full:
             estimate = (self.per_request_s or 0.0) * len(full)
-            late = [i for i in full if queries[i].deadline is not None and now + estimate > queries[i].deadline]
-            if not late:
+            newly = [i for i in full if queries[i].deadline is not None and now + estimate > queries[i].deadline]
+            if not newly:
                 break
-            for i in late:
-                reasons[i] = "deadline: the LLM re-rank would miss serving.deadline_ms"
-            full = [i for i in full if i not in reasons]
+            late += newly
+            full = [i for i in full if i not in newly]
         out: list[Answer | None] = [None] * len(queries)
+        if late:
+            for i, answer in zip(late, self.answer_degraded([queries[i] for i in late]), strict=True):
+                out[i] = answer
+                if deliver:
+                    deliver(i, answer)
         if full:
             start = time.perf_counter()
             try:
@@ -177,17 +197,13 @@ class RecommenderService:
                 if len(full) > 1:
                     raise
                 logger.exception("the LLM re-rank failed; answering without it")
-                reasons[full[0]] = f"llm_error: the LLM re-rank raised {type(exc).__name__}"
-                full = []
+                out[full[0]] = self.answer_degraded([queries[full[0]]],
+                                                    f"llm_error: the LLM re-rank raised {type(exc).__name__}")[0]
             else:
                 per = (time.perf_counter() - start) / len(full)
                 self.per_request_s = per if self.per_request_s is None else 0.7 * self.per_request_s + 0.3 * per
                 for i, items in zip(full, answered, strict=True):
                     out[i] = Answer(items)
-        if reasons:
-            rows = sorted(reasons)
-            for i, items in zip(rows, self._answer(self.fallback, [queries[i] for i in rows]), strict=True):
-                out[i] = Answer(items, reasons[i])
         return out  # type: ignore[return-value]
 
     def _answer(self, recommender: Recommender, queries: list[Query]) -> list[list[dict[str, Any]]]:
@@ -225,12 +241,12 @@ class RecommenderService:
         together = max(((ret.cooc.get(h, {}).get(asin, 0), h) for h in history), default=(0, ""))
         if together[0] > 0:
             n = together[0]
-            return f"bought with “{self.display.get(together[1], together[1])}” by {n} customer{'s' * (n != 1)}"
+            return f"often bought with “{self.display.get(together[1], together[1])}” ({n} co-purchase{'s' * (n != 1)})"
         similar = self._most_similar(asin, history)
         if similar:
             return f"similar to “{self.display.get(similar, similar)}”"
         n = ret.pop.get(asin, 0)
-        return f"popular: bought by {n} customer{'s' * (n != 1)}" if n else "a new product in the catalogue"
+        return f"popular ({n} purchase{'s' * (n != 1)})" if n else "a new product in the catalogue"
 
     def _most_similar(self, asin: str, history: list[str]) -> str | None:
         ret = self.recommender.retriever
