@@ -5,6 +5,7 @@ Faults, overload, shutdown and reload: test_faults.py."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,11 @@ def test_health_ready_search_and_recommendations(client, reviewer):
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["items"]) == 5 and body["ranker"] == "fusion" and body["degraded"] is False
-    assert all(i["reason"] for i in body["items"])
+    reasons = [i["reason"] for i in body["items"]]
+    assert all(re.fullmatch(r"often bought with “.+” \(\d+ co-purchases?\)|similar to “.+”|popular \(\d+ purchases?\)"
+                            r"|a new product in the catalogue", x) for x in reasons), reasons
+    default_k = client.post("/recommendations", json={"history": history}).json()
+    assert len(default_k["items"]) == 10  # no k: recommend.k (conf/base) of the service
     assert r.headers["x-request-id"]
     assert not {i["asin"] for i in body["items"]} & set(history)  # bought products are left out
     scores = [i["score"] for i in body["items"]]

@@ -24,7 +24,7 @@ def build_app(project: str | Path = ".", env: str | None = None, params: dict[st
     from .config import load_project, project_settings  # noqa: PLC0415
     from .service import RecommenderService  # noqa: PLC0415
 
-    settings, _ = project_settings(project, env, params)
+    settings = project_settings(project, env, params)
     return create_app(settings, lambda: RecommenderService(load_project(project, env, params), settings)), settings
 
 

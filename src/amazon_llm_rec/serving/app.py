@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import annotated_types
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -27,15 +28,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import MicroBatcher, QueueFullError, ShuttingDownError
 from .config import Limits, ServingSettings
-from .observability import Frontdoor, Metrics
+from .observability import Frontdoor, Metrics, send_json
 from .service import Query as RecQuery
 from .service import RecommenderService, UnknownProductError
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 Entry = Annotated[str, StringConstraints(min_length=1, max_length=300)]
-# JSON Schema's integer includes 20.0; strict pydantic would refuse it, so an integral float becomes an int first
-Integer = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 20.0; strict pydantic would refuse it, so an integral float becomes an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Product(BaseModel):
@@ -109,7 +113,7 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         message = {"detail": f"body: request body over {self.max_bytes} bytes (serving.limits.max_body_bytes)"}
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _send_json(send, 413, message)
+            return await send_json(send, 413, message)
         seen = 0
 
         async def limited():
@@ -125,20 +129,11 @@ class BodyLimit:
         try:
             return await self.app(scope, limited, send)
         except _TooLargeError:
-            return await _send_json(send, 413, message)
+            return await send_json(send, 413, message)
 
 
 class _TooLargeError(Exception):
     pass
-
-
-async def _send_json(send, status: int, body: dict[str, Any]) -> None:
-    import json  # noqa: PLC0415
-
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
 
 
 def _field(loc: list | tuple) -> str:
@@ -205,7 +200,8 @@ def request_model(limits: Limits) -> type[BaseModel]:
         model_config = ConfigDict(extra="forbid", strict=True)
         history: list[Entry] = Field(min_length=1, max_length=limits.max_history,
                                      description="products bought, oldest first: ASINs or exact titles")
-        k: Integer = Field(10, ge=1, le=limits.max_k, description="how many products to return")
+        k: Annotated[int, annotated_types.Interval(ge=1, le=limits.max_k), BeforeValidator(_integral)] | None = Field(
+            None, description="how many products to return (default: the service's recommend.k)")
         exclude_bought: bool = Field(True, description="leave out the products in the history")
         candidates: list[Entry] | None = Field(None, min_length=1, max_length=limits.max_candidates,
                                                description="re-rank these instead of retrieving from the catalogue")

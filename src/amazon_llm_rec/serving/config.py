@@ -119,8 +119,8 @@ class ProjectData:
 
 
 def project_settings(project_path: str | Path = ".", env: str | None = None,
-                     runtime_params: dict[str, Any] | None = None) -> tuple[ServingSettings, dict[str, Any]]:
-    """The service's settings from the project's configuration (no data loaded): (settings, all parameters)."""
+                     runtime_params: dict[str, Any] | None = None) -> ServingSettings:
+    """The service's settings from the project's configuration (no data loaded)."""
     from kedro.framework.session import KedroSession  # noqa: PLC0415
     from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
 
@@ -132,7 +132,7 @@ def project_settings(project_path: str | Path = ".", env: str | None = None,
             credentials = context.config_loader["credentials"]
         except Exception:  # noqa: BLE001 - no credentials file is the common case
             credentials = {}
-        return ServingSettings.from_params(context.params.get("serving"), credentials), context.params
+        return ServingSettings.from_params(context.params.get("serving"), credentials)
 
 
 def load_project(project_path: str | Path = ".", env: str | None = None,

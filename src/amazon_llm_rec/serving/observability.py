@@ -117,7 +117,7 @@ class Frontdoor:
 
         try:
             if self.state.get("draining") and scope["path"] not in ("/health", "/ready", "/metrics"):
-                await _json(tagged, 503, {"detail": "the service is shutting down"}, [(b"retry-after", b"1")])
+                await send_json(tagged, 503, {"detail": "the service is shutting down"}, [(b"retry-after", b"1")])
             else:
                 await self.app(scope, receive, tagged)
         except Exception as exc:
@@ -125,7 +125,7 @@ class Frontdoor:
             if status.get("started"):  # too late for a clean answer: count it as a 500 and let the server close it
                 status["code"] = 500
                 raise
-            await _json(tagged, 500, {"detail": f"internal error (request {rid}); the log has the cause"})
+            await send_json(tagged, 500, {"detail": f"internal error (request {rid}); the log has the cause"})
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -137,7 +137,8 @@ class Frontdoor:
             request_id.reset(token)
 
 
-async def _json(send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """Answer an ASGI request with a JSON body (for middleware, below FastAPI)."""
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),

@@ -39,7 +39,7 @@ class Query:
     """One resolved request; `deadline`: time.monotonic() by which it should be answered (None: no deadline)."""
 
     history: list[str]
-    k: int
+    k: int | None   # None: recommend.k
     exclude_bought: bool
     candidates: list[str] | None
     deadline: float | None = None
@@ -215,7 +215,8 @@ class RecommenderService:
             recs = recommender.recommend([queries[i].history for i in rows], k=self._depth, exclude_bought=exclude,
                                          candidates=[queries[i].candidates for i in rows] if given else None)
             for i, row in zip(rows, recs, strict=True):
-                out[i] = [self._item(r, queries[i].history) for r in self._collapse(row)[: queries[i].k]]
+                k = queries[i].k or recommender.config.k
+                out[i] = [self._item(r, queries[i].history) for r in self._collapse(row)[:k]]
         return out
 
     def _collapse(self, row: list[Recommendation]) -> list[Recommendation]:
