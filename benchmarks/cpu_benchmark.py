@@ -44,7 +44,7 @@ def _prompts(tmp: str):
 
 def throughput(steps: int) -> list[dict]:
     """Train the real SmolLM2 for `steps` steps with our settings and with the plain TRL recipe."""
-    from amazon_llm_rec.core.models import materialize_base_model
+    from amazon_llm_rec.core.llm.models import materialize_base_model
     from amazon_llm_rec.pipelines.fine_tuning.nodes import fine_tune
 
     base = materialize_base_model("smollm2-135m-instruct", str(ROOT / "data/06_models/base_model"))["path"]

@@ -56,19 +56,25 @@ def build_model(shape: str, tokenizer_dir: str, dest: str, device: str) -> str:
     return dest
 
 
+def conf_params(name: str) -> dict:
+    """`params:<name>` as conf/base defines it (every default lives there once)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parents[1] / f"conf/base/parameters_{name}.yml").read_text())[name]
+
+
 def ft_params(backend: str, batch: int, steps: int, device: str) -> dict:
-    """Fine-tuning parameters of the benchmark (the project's parameter names)."""
+    """Fine-tuning parameters of the benchmark: conf/base's, with the benchmark's backend, batch, steps and device, and
+    the answer its prompts ask for (the option's letter and title, as prepare_gpu_assets writes them)."""
     gpu = device == "cuda"
+    base = conf_params("fine_tuning")
     return {
-        "backend": backend, "fallback": False, "device": device, "bf16": gpu, "load_in_4bit": True,
-        "epochs": 1, "max_steps": steps, "batch_size": batch, "eval_batch_size": 16,
-        "learning_rate": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.0, "max_seq_length": 512,
-        "seed": 0, "logging_steps": 1, "eval_steps": None, "save_steps": 100_000, "resume": False,
-        "checkpoint_dir": f"/tmp/bench_ckpt/{backend}_{batch}", "group_by_length": True,
-        "gradient_checkpointing": True, "throughput_warmup_steps": 5, "lora": LORA,
-        "pad_to_multiple_of": 64 if gpu else None,
-        "quantization": {"quant_type": "nf4", "double_quant": True,
-                         "compute_dtype": "bfloat16" if gpu else "float32"},
+        **base, "target": "letter_and_title", "backend": backend, "device": device, "bf16": gpu, "load_in_4bit": True,
+        "max_steps": steps, "batch_size": batch, "learning_rate": 1e-4, "weight_decay": 0.0, "warmup_ratio": 0.0,
+        "max_seq_length": 512, "seed": 0, "logging_steps": 1, "eval_steps": None, "save_steps": 100_000,
+        "resume": False, "checkpoint_dir": f"/tmp/bench_ckpt/{backend}_{batch}", "gradient_checkpointing": True,
+        "throughput_warmup_steps": 5, "lora": LORA, "pad_to_multiple_of": 64 if gpu else None,
+        "quantization": {**base["quantization"], "compute_dtype": "bfloat16" if gpu else "float32"},
     }
 
 
@@ -76,7 +82,7 @@ def token_batches(tokenizer, prompts, batch: int, n: int):
     """The training token batches: prompt+answer, answer-only labels, similar lengths together."""
     import torch
 
-    from amazon_llm_rec.core.models import messages, render_prompt
+    from amazon_llm_rec.core.llm.models import messages, render_prompt
 
     rows = []
     for i, x, o in zip(prompts["instruction"], prompts["input"], prompts["output"], strict=True):
@@ -157,7 +163,8 @@ def stage(name: str, args) -> list[dict]:
         steps = args.steps if name != "mistral" else max(6, args.steps // 2)
         try:
             adapter, _, summary = fine_tune(model_dir, train.iloc[: batch * steps], val, None, None,
-                                          ft_params(backend, batch, steps, device), {})
+                                          ft_params(backend, batch, steps, device),
+                                          conf_params("evaluation"))
         except Exception as exc:  # noqa: BLE001 - one failing setup must not hide the others
             traceback.print_exc()
             rows.append({"what": "train", "setup": f"project node, backend={backend}, batch {batch}", "error": repr(exc)})
@@ -192,7 +199,7 @@ def _bare_unsloth(name, args, model_dir, backend, batches, train, test, device) 
     import torch
     from unsloth import FastLanguageModel
 
-    from amazon_llm_rec.core.unsloth_backend import load_unsloth
+    from amazon_llm_rec.core.llm.unsloth_backend import load_unsloth
 
     rows: list[dict] = []
     for batch in batches:
@@ -212,8 +219,8 @@ def _unsloth_scoring(name, args, model_dir, backend, batches, train, test, devic
     import torch
 
     rows: list[dict] = []
-    from amazon_llm_rec.core.scoring import score_options
-    from amazon_llm_rec.core.unsloth_backend import for_inference, load_unsloth
+    from amazon_llm_rec.core.llm.scoring import score_options
+    from amazon_llm_rec.core.llm.unsloth_backend import for_inference, load_unsloth
 
     model, tok = load_unsloth(model_dir, ft_params("unsloth", 8, 1, device))
     for_inference(model)
@@ -240,9 +247,9 @@ def _node_scoring(name, args, model_dir, backend, batches, train, test, device) 
     for label, q in (("4-bit NF4 base + adapter", quant), ("bf16 base + adapter", None)):
         if name != "bnb" and q is None:
             continue
-        ev = {"device": device, "bf16": device == "cuda", "quantization": q, "batch_size": args.score_batch,
-              "pad_to_multiple_of": 64 if device == "cuda" else None, "scoring": "letter_logits",
-              "exact_match_max_prompts": 0, "max_new_tokens": 8}
+        ev = {**conf_params("evaluation"), "device": device, "bf16": device == "cuda", "quantization": q,
+              "batch_size": args.score_batch, "pad_to_multiple_of": 64 if device == "cuda" else None,
+              "scoring": "letter_logits", "exact_match_max_prompts": 0, "max_new_tokens": 8}
         n = min(len(test), args.score_prompts)
         shards = score_llms(test.iloc[:n], model_dir, f"/tmp/bench_adapter_{backend}", {"target": "letter_and_title"},
                                 None, ev)

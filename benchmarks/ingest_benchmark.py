@@ -169,14 +169,16 @@ def measure(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> di
 BASELINES_SCRIPT = r"""
 import json, sys, time
 import pandas as pd
-from amazon_llm_rec.pipelines.evaluation.nodes import score_baseline_methods
+import yaml
+from amazon_llm_rec.pipelines.evaluation.nodes import fit_evidence, score_baseline_methods
 data = sys.argv[1]
+conf = yaml.safe_load(open(f"{data}/../conf/base/parameters_evaluation.yml"))["evaluation"]
+evaluation = {**conf, "baselines": ["random", "popularity", "cooccurrence"], "cooccurrence_window": 0}
 prompts = pd.read_parquet(f"{data}/05_model_input/test_protocol_prompts.parquet")
 sequences = pd.read_parquet(f"{data}/04_feature/reviewer_sequences.parquet")
 items = pd.read_parquet(f"{data}/03_primary/items.parquet")
 start = time.perf_counter()
-preds = score_baseline_methods(prompts, sequences, items, {"baselines": ["random", "popularity", "cooccurrence"],
-                                                           "cooccurrence_window": 0, "seed": 0})
+preds = score_baseline_methods(prompts, sequences, fit_evidence(prompts, sequences, items, evaluation), evaluation)
 print(json.dumps({"prompts": len(prompts), "rows": len(preds), "seconds": time.perf_counter() - start}))
 """
 

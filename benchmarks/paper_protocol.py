@@ -44,10 +44,12 @@ def _prompts(raw: dict, prompts: dict) -> tuple[pd.DataFrame, ...]:
 def run(raw: dict, prompts: dict, label: str) -> dict:
     start = time.perf_counter()
     sequences, items, validation, test = _prompts(raw, prompts)
-    params = {"seed": 42, "baselines": BASELINES, "fusion": {"features": FEATURES}, "bootstrap_samples": 1000}
-    base = ev.score_baseline_methods(test, sequences, items, params)
-    model = ev.fit_fusion(ev.candidate_features(validation, sequences, items, params), pd.DataFrame(), params)
-    fused = ev.score_fusion(ev.candidate_features(test, sequences, items, params), pd.DataFrame(), test, model)
+    params = {"seed": 42, "baselines": BASELINES, "cooccurrence_window": 0, "bootstrap_samples": 1000,
+              "fusion": {"features": FEATURES, "l2": 1e-3, "recommended": "fusion_no_llm"}}
+    test_ev, val_ev = (ev.fit_evidence(p, sequences, items, params) for p in (test, validation))
+    base = ev.score_baseline_methods(test, sequences, test_ev, params)
+    model = ev.fit_fusion(ev.candidate_features(validation, sequences, val_ev, params), pd.DataFrame(), params)
+    fused = ev.score_fusion(ev.candidate_features(test, sequences, test_ev, params), pd.DataFrame(), test, model)
     out = {"protocol": label, "reviewers": int(sequences.shape[0]), "products": int(items.shape[0]),
            "test_prompts": len(test), "seconds": round(time.perf_counter() - start, 1), "hr1": {}}
     for method, preds in pd.concat([base, fused], ignore_index=True).groupby("method", sort=False):

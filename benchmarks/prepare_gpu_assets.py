@@ -17,7 +17,7 @@ from pathlib import Path
 from in_memory import items_and_sequences
 from transformers import AutoTokenizer
 
-from amazon_llm_rec.core.models import builtin_gguf, prepare_tokenizer, render_prompt
+from amazon_llm_rec.core.llm.models import builtin_gguf, prepare_tokenizer, render_prompt
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
 
 

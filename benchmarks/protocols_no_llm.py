@@ -54,9 +54,10 @@ def main() -> None:
     _, validation, test = pe.split_prompts(pe.render_prompts(pe.sample_candidates(windows, sequences, prompts, items),
                                                              items, prompts))
     protocols = pe.build_test_protocols(test, windows, sequences, items, prompts)
-    base = ev.score_baseline_methods(protocols, sequences, items, evaluation)
-    model = ev.fit_fusion(ev.candidate_features(validation, sequences, items, evaluation), pd.DataFrame(), evaluation)
-    fused = ev.score_fusion(ev.candidate_features(protocols, sequences, items, evaluation), pd.DataFrame(), protocols,
+    test_ev, val_ev = (ev.fit_evidence(p, sequences, items, evaluation) for p in (protocols, validation))
+    base = ev.score_baseline_methods(protocols, sequences, test_ev, evaluation)
+    model = ev.fit_fusion(ev.candidate_features(validation, sequences, val_ev, evaluation), pd.DataFrame(), evaluation)
+    fused = ev.score_fusion(ev.candidate_features(protocols, sequences, test_ev, evaluation), pd.DataFrame(), protocols,
                             model)
     metrics = ev.compute_metrics(pd.DataFrame(), base, protocols, {}, evaluation, fused)
     out = Path(args.out)

@@ -32,8 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(args.project)
 
-    from amazon_llm_rec.core import baselines
-    from amazon_llm_rec.core.recommender import build_recommender, llm_source
+    from amazon_llm_rec.core.rank import baselines
+    from amazon_llm_rec.core.rank.evidence import Evidence
+    from amazon_llm_rec.core.rank.recommender import build_recommender, llm_source
     from amazon_llm_rec.serving.__main__ import _params
     from amazon_llm_rec.serving.config import load_project
 
@@ -42,16 +43,17 @@ def main() -> None:
     fitted = [list(s) for s in data.sequences["asins"]]
     seqs = fitted[: args.reviewers]
     cache: dict = {}
+    evidence = Evidence(fitted, data.items, params["evaluation"]["embedding_model"], params["evaluation"]["sasrec"])
     rows = []
     for ranker in args.rankers:
         start = time.perf_counter()
-        rec = build_recommender(data.items, fitted, data.fusion_model, {**params["recommend"], "ranker": ranker},
+        rec = build_recommender(evidence, data.fusion_model, {**params["recommend"], "ranker": ranker},
                                 params["evaluation"], llm_source(data.base_model, data.adapter, params["prompts"],
                                                            params["evaluation"], data.title_priors),
                                 int(params["prompts"]["history_size"]), cache)
         built = time.perf_counter() - start
         start = time.perf_counter()
-        chunk = int(params["recommend"].get("chunk_size", 64))
+        chunk = int(params["recommend"]["chunk_size"])
         for lo in range(0, len(seqs), chunk):
             rec.recommend(seqs[lo : lo + chunk])
         seconds = time.perf_counter() - start

@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:  # noqa: PLR0915 - one measurement script
     """Measure every variant on the same requests; print the table, write JSON."""
-    from amazon_llm_rec.core import baselines, scoring
-    from amazon_llm_rec.core.models import history_input, load_model, load_tokenizer
-    from amazon_llm_rec.core.recommender import LLMScorer
-    from amazon_llm_rec.core.retrieval import Retriever
+    from amazon_llm_rec.core.llm import scoring
+    from amazon_llm_rec.core.llm.models import history_input, load_model, load_tokenizer
+    from amazon_llm_rec.core.rank import baselines
+    from amazon_llm_rec.core.rank.evidence import Evidence
+    from amazon_llm_rec.core.rank.recommender import LLMScorer
+    from amazon_llm_rec.core.rank.retrieval import Retriever
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "data"), help="a data/ folder after `kedro run`")
@@ -52,7 +54,7 @@ def main() -> None:  # noqa: PLR0915 - one measurement script
     test = pd.read_parquet(data / "05_model_input/test_prompts.parquet").head(args.reviewers)
     prompts_conf = yaml.safe_load((ROOT / "conf/base/parameters_prompt_engineering.yml").read_text())["prompts"]
     instruction = " ".join(prompts_conf["pointwise_instruction"].split())
-    retriever = Retriever(baselines.fit_sequences(seqs, test), items, None, ["cooccurrence", "popularity"])
+    retriever = Retriever(Evidence(baselines.fit_sequences(seqs, test), items), ["cooccurrence", "popularity"], 0)
     titles = retriever.titles
     hists = [list(h)[-prompts_conf["history_size"]:] for h in test["history_asins"]]
     cands = [r.asins for r in retriever.retrieve(hists, args.candidates, [set(h) for h in test["history_asins"]])]

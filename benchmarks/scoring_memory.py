@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 import numpy as np, pandas as pd
-from amazon_llm_rec.core.models import load_model, load_tokenizer
-from amazon_llm_rec.core.scoring import score_titles
+from amazon_llm_rec.core.llm.models import load_model, load_tokenizer
+from amazon_llm_rec.core.llm.scoring import score_titles
 base, prompts_path, n, batch, per_pass, out = sys.argv[1:7]
 prompts = pd.read_parquet(prompts_path)
 prompts = prompts[prompts["candidate_asins"].map(len) == prompts["candidate_asins"].map(len).max()].head(int(n))

@@ -34,8 +34,8 @@ def main() -> None:
 
     from peft import PeftModel
 
+    from amazon_llm_rec.core.llm.models import load_model, load_tokenizer, use_bf16
     from amazon_llm_rec.core.metrics import method_metrics
-    from amazon_llm_rec.core.models import load_model, load_tokenizer, use_bf16
     from amazon_llm_rec.pipelines.evaluation.nodes import _by_protocol, _score_model
 
     root = args.project.resolve()

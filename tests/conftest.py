@@ -16,6 +16,29 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data" / "amazon2018").resolve()
 
 
+# `make test` sets this: what `make setup` installs (kedro-viz, PySpark, Java, bitsandbytes, hadolint) must be there,
+# so a missing one fails the test instead of skipping it quietly.
+STRICT = os.environ.get("AMAZON_LLM_REC_REQUIRE_SETUP") == "1"
+
+
+def require(module: str, why: str):
+    """Import `module`; skip without it, except under `make test`, where its absence is a failure."""
+    if STRICT:
+        import importlib
+
+        try:
+            return importlib.import_module(module)
+        except ImportError as error:
+            pytest.fail(f"{module} is missing but `make setup` installs it ({why}): {error}", pytrace=False)
+    return pytest.importorskip(module, reason=why)
+
+
+def require_tool(found: bool, what: str) -> None:
+    """Skip when a tool `make setup` installs is absent; under `make test` fail instead."""
+    if not found:
+        (pytest.fail if STRICT else pytest.skip)(f"{what} (make setup installs it)")
+
+
 def shared_file(name: str) -> Path:
     """Return a file of ../shared/data/amazon2018, skipping the test when it is absent."""
     path = SHARED / name
@@ -27,8 +50,8 @@ def shared_file(name: str) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory) -> dict[str, str]:
     """A small synthetic category in the published file format."""
-    from amazon_llm_rec.core import synthetic
-    from amazon_llm_rec.core.raw_io import write_json_lines
+    from amazon_llm_rec.core.data import synthetic
+    from amazon_llm_rec.core.data.raw_io import write_json_lines
 
     folder = tmp_path_factory.mktemp("raw")
     reviews, meta = synthetic.generate(num_reviewers=120, seed=3)
@@ -43,7 +66,7 @@ def tiny_llama(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from amazon_llm_rec.core.models import builtin_gguf
+    from amazon_llm_rec.core.llm.models import builtin_gguf
 
     folder, filename = builtin_gguf("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
@@ -130,3 +153,26 @@ def ran_project(tmp_path_factory, tiny_llama):
     finally:
         mp.undo()
     return project
+
+
+def base_params(name: str, **overrides):
+    """`params:<name>` as conf/base defines it (every default lives there once), with top-level `overrides`; nested
+    dicts given in `overrides` are merged into conf's."""
+    import copy  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    conf = {}
+    for path in sorted((Path(__file__).parents[1] / "conf/base").glob("parameters_*.yml")):
+        conf.update(yaml.safe_load(path.read_text()) or {})
+    params = copy.deepcopy(conf[name])
+    for key, value in overrides.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) and isinstance(params.get(key), dict) else value
+    return params
+
+
+def evidence_for(sequences, windows, items=None, **evaluation):
+    """The evidence of `windows`' data cut, with conf/base's evaluation settings and `evaluation` overrides."""
+    from amazon_llm_rec.core.rank.evidence import Evidence  # noqa: PLC0415
+
+    return Evidence.for_windows(sequences, windows, items, base_params("evaluation", **evaluation))

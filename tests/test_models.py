@@ -7,7 +7,7 @@ import json
 import pytest
 
 from amazon_llm_rec.core.errors import ConfigError
-from amazon_llm_rec.core.models import (
+from amazon_llm_rec.core.llm.models import (
     load_model,
     load_tokenizer,
     materialize_base_model,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_project, kedro_session
+from tests.conftest import base_params, copy_project, kedro_session, require
 
 
 def _session(project, env=None, extra=None):
@@ -66,8 +66,12 @@ def test_all_four_pipelines_write_their_outputs(ran_project):
     assert {"retriever", "fusion", "fusion_no_llm", "cooccurrence", "popularity", "sasrec"} == set(catalogue["methods"])
     assert set(catalogue["paired"]) == set(catalogue["methods"]) - {"fusion_no_llm"}
     assert set(catalogue["fusion_vs_fusion_no_llm"]) == {"recall@10", "ndcg@10", "mrr@10"}
-    assert 0 <= catalogue["retriever_recall@50"] <= 1
-    assert catalogue["methods"]["fusion"]["recall@10"] <= catalogue["retriever_recall@50"]
+    # 10 reviewers: a share of them, found for some (the demo's co-purchase chains), inside its own interval, and a cap
+    # on the two-stage methods that re-rank those 50
+    recall = catalogue["retriever_recall@50"]
+    assert recall * 10 == pytest.approx(round(recall * 10)) and 0 < recall
+    assert catalogue["retriever_recall@50_ci95"][0] <= recall <= catalogue["retriever_recall@50_ci95"][1]
+    assert all(catalogue["methods"][m]["recall@10"] <= recall for m in ("fusion", "fusion_no_llm", "retriever"))
     assert "## Whole catalogue: two-stage recommendation" in report
     for f in ("metrics.md", "metrics.png", "loss_curves.png", "error_analysis.csv", "position_bias.png", "split_leakage.json"):
         assert (data / "08_reporting" / f).stat().st_size > 0
@@ -89,7 +93,7 @@ def test_notebook_loads_catalog_datasets(ran_project):
 
 @pytest.mark.slow
 def test_kedro_viz_builds_headless(ran_project):
-    pytest.importorskip("kedro_viz")
+    require("kedro_viz", "the optional extra '.[viz]'")
     kedro = Path(sys.executable).with_name("kedro")  # the venv's, also when it is not on PATH
     out = subprocess.run([str(kedro if kedro.exists() else shutil.which("kedro")), "viz", "build"], cwd=ran_project, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -106,6 +110,28 @@ def test_a_pipeline_without_its_inputs_says_which_pipeline_to_run_first(tmp_path
     with _session(project) as session, pytest.raises(MissingInputError) as err:
         session.run(pipeline_names=["fine_tuning"])
     assert "train_prompts" in str(err.value) and "kedro run --pipeline=prompt_engineering" in str(err.value)
+    assert not (project / "mlruns").exists(), "a refused run opened an MLflow run"
+
+
+def test_tracking_writes_under_the_project_from_any_directory_and_is_off_with_one_setting(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    project = copy_project(tmp_path / "project")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with _session(project, extra={"tracking": {"enabled": False}}) as session:
+        assert not any(type(h).__name__ == "MlflowHook" for h in session._hook_manager.get_plugins())
+        session.run(pipeline_names=["data_processing"])
+    assert not (project / "mlruns").exists() and not (elsewhere / "mlruns").exists()
+    with _session(project) as session:
+        session.run(pipeline_names=["data_processing"])
+    assert mlflow.active_run() is None and not (elsewhere / "mlruns").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("amazon_llm_rec").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["raw.category"] == base_params("raw")["category"]
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(project / "mlruns")
 
 
 def test_gpu_and_paper_environments_override_single_keys(tmp_path, monkeypatch):
@@ -120,3 +146,42 @@ def test_gpu_and_paper_environments_override_single_keys(tmp_path, monkeypatch):
     ft = p["fine_tuning"]
     assert (ft["batch_size"], ft["learning_rate"], ft["weight_decay"], ft["epochs"]) == (8, 1e-3, 1e-3, 5)
     assert p["prompts"]["split"] == "paper_random" and p["prompts"]["num_negatives"] == 3
+
+
+@pytest.mark.slow
+def test_the_default_run_is_tracked_in_mlflow(ran_project, tiny_llama):
+    """`tracking.enabled` (on in conf/base): the default run, read back through MLflow's API from the local mlruns/."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{ran_project / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("amazon_llm_rec")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["fine_tuning.max_steps"] == "3" and params["evaluation.fusion.l2"] == str(
+        base_params("evaluation")["fusion"]["l2"])
+    metrics = json.loads((ran_project / "data" / "08_reporting" / "metrics.json").read_text())
+    for protocol, entry in metrics["protocols"].items():
+        for method in ("fine_tuned", "fusion", "fusion_no_llm", "sasrec"):
+            m = entry["methods"][method]
+            assert run.data.metrics[f"{protocol}/{method}/hr1"] == pytest.approx(m["accuracy"])
+            assert run.data.metrics[f"{protocol}/{method}/mrr"] == pytest.approx(m["mrr"])
+            lo, hi = m["ci95"]["accuracy"]
+            assert run.data.metrics[f"{protocol}/{method}/hr1_lo"] == pytest.approx(lo)
+            assert run.data.metrics[f"{protocol}/{method}/hr1_hi"] == pytest.approx(hi)
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    history = pd.read_parquet(ran_project / "data" / "07_model_output" / "loss_history.parquet")
+    train = history[history["split"] == "train"]
+    assert [m.step for m in losses] == train["step"].tolist()
+    assert [m.value for m in losses] == pytest.approx(train["loss"].tolist())
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reporting")}
+    assert {"reporting/report.md", "reporting/metrics.png", "reporting/loss_curves.png"} <= artifacts
+    local = client.download_artifacts(run.info.run_id, "reporting/report.md", str(ran_project / "build"))
+    assert Path(local).read_text() == (ran_project / "data" / "08_reporting" / "report.md").read_text()
+    mlflow.set_tracking_uri(uri)
+    (model,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert model.name == "adapter" and model.source_run_id == run.info.run_id
+    info = mlflow.models.get_model_info(f"models:/{model.model_id}")
+    assert info.metadata["base_model"] == tiny_llama and info.metadata["kind"] == "LoRA adapter"

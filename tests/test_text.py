@@ -2,7 +2,7 @@
 
 import pytest
 
-from amazon_llm_rec.core.text import clean_title, english_words, leaf_category
+from amazon_llm_rec.core.data.text import clean_title, english_words, leaf_category
 
 
 def test_light_keeps_brands_and_sizes_and_drops_symbols_and_foreign_words():

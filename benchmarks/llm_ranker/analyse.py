@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from kedro.config import OmegaConfigLoader
 
-from amazon_llm_rec.core import fusion, scoring
+from amazon_llm_rec.core.llm import scoring
 from amazon_llm_rec.core.metrics import paired_bootstrap
+from amazon_llm_rec.core.rank import fusion
+from amazon_llm_rec.core.rank.evidence import Evidence
 from amazon_llm_rec.settings import CONFIG_LOADER_ARGS
 
 SCORES = ("mean", "sum", "pmi")
@@ -52,8 +54,8 @@ def main() -> None:
         rid = frame["reviewer_id"].to_numpy()
         h = {s: hits(frame, v) for s, v in scores.items()}
         out[name] = {"windows": len(frame), "hr1": {s: round(float(v.mean()), 4) for s, v in h.items()},
-                     "pmi_vs_mean": paired_bootstrap(h["pmi"], h["mean"], rid),
-                     "sum_vs_mean": paired_bootstrap(h["sum"], h["mean"], rid)}
+                     "pmi_vs_mean": paired_bootstrap(h["pmi"], h["mean"], rid, 1000, 0),
+                     "sum_vs_mean": paired_bootstrap(h["sum"], h["mean"], rid, 1000, 0)}
     # fine-tuned against zero-shot on the windows both scored, each under every score
     for split in ("validation", "test"):
         zs, ft = loaded.get(f"zero_shot_{split}_uniform_4"), loaded.get(f"fine_tuned_{split}_uniform_4")
@@ -62,7 +64,7 @@ def main() -> None:
             rid = ft[0]["reviewer_id"].to_numpy()[:n]
             assert (zs[0]["reviewer_id"].to_numpy()[:n] == rid).all()
             out[f"fine_tuned_vs_zero_shot_{split}"] = {
-                s: {"windows": n, **paired_bootstrap(hits(ft[0].iloc[:n], ft[1][s][:n]), hits(zs[0].iloc[:n], zs[1][s][:n]), rid)}
+                s: {"windows": n, **paired_bootstrap(hits(ft[0].iloc[:n], ft[1][s][:n]), hits(zs[0].iloc[:n], zs[1][s][:n]), rid, 1000, 0)}
                 for s in SCORES}
     # the fusion with and without the LLM's score on validation windows: fit on the first half, compare on the rest
     params = OmegaConfigLoader("conf", **{**CONFIG_LOADER_ARGS, "default_run_env": a.env})["parameters"]
@@ -70,6 +72,7 @@ def main() -> None:
     val = pd.read_parquet(Path(a.data) / "05_model_input/validation_prompts.parquet")
     seqs = pd.read_parquet(Path(a.data) / "04_feature/reviewer_sequences.parquet")
     items = pd.read_parquet(Path(a.data) / "03_primary/items.parquet")
+    evidence = Evidence.for_windows(seqs, val, items, params["evaluation"])
     for model in ("zero_shot", "fine_tuned"):
         got = loaded.get(f"{model}_validation_uniform_4")
         if not got:
@@ -77,7 +80,7 @@ def main() -> None:
         frame, scores = got
         prompts = val.iloc[: len(frame)].reset_index(drop=True)
         assert (prompts["reviewer_id"].to_numpy() == frame["reviewer_id"].to_numpy()).all()
-        feats = fusion.candidate_features(prompts, seqs, items, names, params["evaluation"], fit_on=val)
+        feats = fusion.candidate_features(prompts, seqs, evidence, names)
         x0 = np.stack([feats[n] for n in names], axis=-1)
         y = prompts["correct_letter"].map(lambda c: ord(c) - 65).to_numpy()
         half = len(prompts) // 2
@@ -92,7 +95,7 @@ def main() -> None:
             res[s] = {"fit_windows": half, "compared_windows": len(y) - half,
                       "llm_weight_per_sd": round(with_llm["weights"][-1], 3), "llm_score_sd": round(sd, 3),
                       "fusion_hr1": round(float(a_hit.mean()), 4), "fusion_no_llm_hr1": round(float(b_hit.mean()), 4),
-                      "fusion_vs_fusion_no_llm": paired_bootstrap(a_hit, b_hit, prompts["reviewer_id"].to_numpy()[half:]),
+                      "fusion_vs_fusion_no_llm": paired_bootstrap(a_hit, b_hit, prompts["reviewer_id"].to_numpy()[half:], 1000, 0),
                       "spearman_with": {n: round(float(pd.Series(scores[s].ravel()).corr(pd.Series(x0[..., i].ravel()),
                                                                                           method="spearman")), 3)
                                         for i, n in enumerate(names)}}

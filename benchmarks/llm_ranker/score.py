@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amazon_llm_rec.core import scoring
-from amazon_llm_rec.core.models import load_model, load_tokenizer, resolve_device, use_bf16
+from amazon_llm_rec.core.llm import scoring
+from amazon_llm_rec.core.llm.models import load_model, load_tokenizer, resolve_device, use_bf16
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 log = logging.getLogger("score")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from kedro.config import OmegaConfigLoader
 
-from amazon_llm_rec.core.group_training import train_group_softmax
+from amazon_llm_rec.core.llm.group_training import train_group_softmax
 from amazon_llm_rec.pipelines.prompt_engineering.nodes import build_training_groups
 from amazon_llm_rec.settings import CONFIG_LOADER_ARGS
 

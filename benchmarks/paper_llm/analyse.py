@@ -1,4 +1,4 @@
-"""The study's 0.989 next to our LLM under its protocol, and what explains the gap (issue 17, item 5).
+"""The study's 0.989 next to our LLM under its protocol, and what explains the gap.
 
     kedro run --env=paper --config benchmarks/paper_llm/paper_cpu.yml            # the study's protocol, CPU
     kedro run --env=paper --config benchmarks/paper_llm/leave_last_out_cpu.yml   # the same recipe, leave-last-out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from amazon_llm_rec.core.models import load_model, load_tokenizer, use_bf16
+from amazon_llm_rec.core.llm.models import load_model, load_tokenizer, use_bf16
 from amazon_llm_rec.pipelines.evaluation import nodes as ev
 
 

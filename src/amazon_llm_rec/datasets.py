@@ -14,7 +14,7 @@ import pandas as pd
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import AbstractDataset
 
-from .core.models import materialize_base_model
+from .core.llm.models import materialize_base_model
 
 
 class BaseModelDataset(AbstractDataset[str, str]):
@@ -149,7 +149,7 @@ class EngineTableDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"{self._path} does not exist: run `kedro run --pipeline=data_processing` first")
         if self._load_as == "pandas":
             return pd.read_parquet(self._path)
-        from .core import engine  # noqa: PLC0415
+        from .core.data import engine  # noqa: PLC0415
 
         backend = engine.current()
         path = str(self._path / "*.parquet") if self._path.is_dir() and engine.engine_name(backend) == "duckdb" else str(self._path)

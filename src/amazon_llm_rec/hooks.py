@@ -56,7 +56,7 @@ class ProjectHooks:
         """Under `torchrun`/`accelerate launch` (data-parallel training), only rank 0 writes the run's outputs."""
         from kedro.io import MemoryDataset  # noqa: PLC0415
 
-        from .core.training import world  # noqa: PLC0415
+        from .core.llm.training import world  # noqa: PLC0415
 
         rank, world_size = world()
         if rank == 0:
@@ -84,7 +84,7 @@ class ProjectHooks:
             raw = catalog.load("params:raw")
         except Exception:  # noqa: BLE001 - no raw parameters in this run
             return
-        from .core import engine  # noqa: PLC0415
+        from .core.data import engine  # noqa: PLC0415
 
         engine.connect(engine.EngineConfig.from_params(raw))
 
@@ -96,7 +96,7 @@ class ProjectHooks:
             return
         if ft.get("backend") != "unsloth":
             return
-        from .core.training import unsloth_unavailable_reason  # noqa: PLC0415
+        from .core.llm.training import unsloth_unavailable_reason  # noqa: PLC0415
 
         if unsloth_unavailable_reason() is None:
             import unsloth  # noqa: F401, PLC0415 - must come before transformers, peft and trl

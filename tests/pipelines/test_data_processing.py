@@ -10,8 +10,8 @@ import ibis
 import pandas as pd
 import pytest
 
+from amazon_llm_rec.core.data.raw_io import write_json_lines
 from amazon_llm_rec.core.errors import ConfigError, EmptyFilterError, RawDataError
-from amazon_llm_rec.core.raw_io import write_json_lines
 from amazon_llm_rec.pipelines.data_processing import nodes
 from tests.conftest import shared_file
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 def test_fine_tune_node_trains_data_parallel_in_two_cpu_processes(ran_project, tmp_path, tiny_llama):
     from peft import PeftModel
 
-    from amazon_llm_rec.core.models import load_model, load_tokenizer
-    from amazon_llm_rec.core.scoring import score_titles
+    from amazon_llm_rec.core.llm.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.llm.scoring import score_titles
 
     project = tmp_path / "project"
     shutil.copytree(ran_project, project)

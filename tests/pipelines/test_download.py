@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from amazon_llm_rec.core.download import DownloadConfig, DownloadError, fetch
+from amazon_llm_rec.core.data.download import DownloadConfig, DownloadError, fetch
 from amazon_llm_rec.core.errors import ConfigError
 
 PAYLOAD = gzip.compress(("\n".join(json.dumps({"reviewerID": f"U{i}", "asin": f"P{i % 50}", "unixReviewTime": i})

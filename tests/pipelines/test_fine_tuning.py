@@ -11,17 +11,18 @@ import pandas as pd
 import pytest
 
 from amazon_llm_rec.core.errors import ConfigError
-from amazon_llm_rec.core.training import resolve_backend, train_adapter
+from amazon_llm_rec.core.llm.training import resolve_backend, train_adapter
 from amazon_llm_rec.datasets import LoRAAdapterDataset
 from amazon_llm_rec.pipelines.fine_tuning.nodes import fine_tune, plot_loss_curves, select_base_model
+from tests.conftest import base_params, require
 
-FT = {
-    "backend": "lora", "fallback": False, "device": "cpu", "bf16": False, "epochs": 1, "max_steps": 3,
-    "batch_size": 4, "eval_batch_size": 4, "learning_rate": 1e-3, "weight_decay": 1e-3, "warmup_ratio": 0.0,
-    "max_seq_length": 256, "seed": 1, "logging_steps": 1, "eval_steps": 2, "save_steps": 1, "resume": True,
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-    "quantization": {"quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"},
-}
+FT = base_params(
+    "fine_tuning", backend="lora", fallback=False, device="cpu", bf16=False, epochs=1, max_steps=3, batch_size=4,
+    eval_batch_size=4, learning_rate=1e-3, weight_decay=1e-3, warmup_ratio=0.0, max_seq_length=256, seed=1,
+    logging_steps=1, eval_steps=2, save_steps=1, resume=True, target="letter_and_title",
+    lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    quantization={"quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"},
+)
 
 
 def _prompts(n: int) -> pd.DataFrame:
@@ -58,7 +59,7 @@ def test_cpu_code_never_imports_unsloth():
         "import sys, importlib, pkgutil, amazon_llm_rec\n"
         "for m in pkgutil.walk_packages(amazon_llm_rec.__path__, 'amazon_llm_rec.'):\n"
         "    if 'unsloth' not in m.name: importlib.import_module(m.name)\n"
-        "from amazon_llm_rec.core import training\n"
+        "from amazon_llm_rec.core.llm import training\n"
         "print('unsloth' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,7 +71,8 @@ def test_lora_trains_saves_and_reloads(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
     ft = {**FT, "checkpoint_dir": str(tmp_path / "ckpt")}
-    adapter, history, summary = fine_tune(tiny_llama, _prompts(12), _prompts(4), None, None, ft, {})
+    adapter, history, summary = fine_tune(tiny_llama, _prompts(12), _prompts(4), None, None, ft,
+                                         base_params("evaluation"))
     assert summary["steps"] == 3 and summary["backend"] == "lora"
     assert set(history["split"]) == {"train", "validation", "train_epoch_mean"} and history["loss"].notna().all()
     ds = LoRAAdapterDataset(str(tmp_path / "adapter"), version=None)
@@ -106,7 +108,7 @@ def test_answer_only_loss_equals_trl_loss(tiny_llama, tmp_path):
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from amazon_llm_rec.core.training import (
+    from amazon_llm_rec.core.llm.training import (
         _load_for_backend,
         answer_only_trainer_class,
         to_sft_dataset,
@@ -126,7 +128,7 @@ def test_answer_only_loss_equals_trl_loss(tiny_llama, tmp_path):
 
 
 def test_qlora_bitsandbytes_4bit_trains_on_cpu(tiny_llama, tmp_path):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes", "4-bit QLoRA on the CPU")
     ft = {**FT, "backend": "qlora_bnb", "checkpoint_dir": str(tmp_path / "ckpt"), "max_steps": 2, "eval_steps": None}
     adapter, history = train_adapter(tiny_llama, _prompts(8), _prompts(4), ft)
     assert adapter.summary["backend"] == "qlora_bnb" and adapter.summary["steps"] == 2

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amazon_llm_rec.core import fusion
+from amazon_llm_rec.core.llm.scoring import predictions_frame
 from amazon_llm_rec.core.metrics import paired_bootstrap
-from amazon_llm_rec.core.scoring import predictions_frame
+from amazon_llm_rec.core.rank import fusion
 from amazon_llm_rec.pipelines.evaluation import nodes
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
+from amazon_llm_rec.pipelines.reporting import nodes as reporting
+from tests.conftest import base_params, evidence_for
 
 CHEAP = ["cooccurrence", "cooccurrence_all", "popularity", "bm25"]
 PROMPTS = {"history_size": 2, "min_history": 2, "num_negatives": 3, "negatives": "uniform", "split": "leave_last_out",
@@ -47,7 +49,8 @@ def test_features_known_answers():
     items = pd.DataFrame({"asin": list("HYXZGQW"), "title": ["h", "y", "x", "z", "g", "q", "w"]})
     test = pd.DataFrame({"reviewer_id": ["T"], "position": [3], "history_asins": [["H", "Q"]], "target_asin": ["Y"],
                          "candidate_asins": [["X", "Y", "Z", "W"]], "correct_letter": ["B"]})
-    f = fusion.candidate_features(test, seqs, items, ["cooccurrence", "cooccurrence_all", "popularity"], {})
+    f = fusion.candidate_features(test, seqs, evidence_for(seqs, test, items),
+                                  ["cooccurrence", "cooccurrence_all", "popularity"])
     # Y was bought with H by U1 and U2 (T's own Y is its target, cut); X with H by U1 and U2 too.
     np.testing.assert_allclose(f["cooccurrence"], np.log1p([[2, 2, 0, 0]]))
     np.testing.assert_allclose(f["cooccurrence_all"], np.log1p([[2, 2, 0, 0]]))  # G co-occurs with nothing else
@@ -60,13 +63,13 @@ def test_features_known_answers():
 def test_features_and_prompts_ignore_the_target_and_later_events(split):
     seqs, items = _world()
     prompts = _prompts(seqs, items, split)
-    before = fusion.candidate_features(prompts, seqs, items, CHEAP, {})
+    before = fusion.candidate_features(prompts, seqs, evidence_for(seqs, prompts, items), CHEAP)
     # Poison every event from each window's target on: other products, in another order.
     first = prompts.groupby("reviewer_id")["position"].min().to_dict()
     poisoned = seqs.copy()
     poisoned["asins"] = [list(a)[: first[r]] + ["Q7", "P7", "Q6"][: len(a) - first[r]] if r in first else list(a)
                          for r, a in zip(seqs["reviewer_id"], seqs["asins"], strict=True)]
-    after = fusion.candidate_features(prompts, poisoned, items, CHEAP, {})
+    after = fusion.candidate_features(prompts, poisoned, evidence_for(poisoned, prompts, items), CHEAP)
     for name in CHEAP:
         np.testing.assert_allclose(before[name], after[name], err_msg=name)
     # the prompt text is made from the history only
@@ -86,8 +89,8 @@ def test_pointwise_prompts_list_the_candidate_titles_and_keep_the_answer():
 
 
 def test_pointwise_scores_do_not_depend_on_the_candidates_order(tiny_llama):
-    from amazon_llm_rec.core.models import load_model, load_tokenizer
-    from amazon_llm_rec.core.scoring import rotate_options, score_titles
+    from amazon_llm_rec.core.llm.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.llm.scoring import rotate_options, score_titles
 
     seqs, items = _world()
     prompts = _prompts(seqs, items, "test").head(5)
@@ -121,8 +124,9 @@ def test_conditional_logit_recovers_the_informative_feature_and_generalises():
 def test_fit_and_score_fusion_with_and_without_the_llm():
     seqs, items = _world(60)
     val, test = _prompts(seqs, items, "validation"), _prompts(seqs, items, "test")
-    ev = {"fusion": {"features": ["llm", *CHEAP]}, "seed": 0}
-    vf, tf = nodes.candidate_features(val, seqs, items, ev), nodes.candidate_features(test, seqs, items, ev)
+    ev = base_params("evaluation", fusion={"features": ["llm", *CHEAP]}, seed=0)
+    vf = nodes.candidate_features(val, seqs, nodes.fit_evidence(val, seqs, items, ev), ev)
+    tf = nodes.candidate_features(test, seqs, nodes.fit_evidence(test, seqs, items, ev), ev)
     rng = np.random.default_rng(0)
 
     def llm(prompts):  # an "LLM" that knows the truth half the time
@@ -175,21 +179,24 @@ def test_metrics_report_paired_differences_and_summary():
     frames = [predictions_frame("fusion", prompts, good), predictions_frame("random", prompts, rng.random((n, 4)))]
     llm = pd.concat([predictions_frame("fine_tuned", prompts, good + rng.random((n, 4))),
                      predictions_frame("zero_shot", prompts, rng.random((n, 4)))]).assign(scoring="title_likelihood")
-    metrics = nodes.compute_metrics(llm, frames[1], prompts, {}, {"seed": 0, "bootstrap_samples": 200}, frames[0])
+    metrics = nodes.compute_metrics(llm, frames[1], prompts, {},
+                                    base_params("evaluation", seed=0, bootstrap_samples=200,
+                                                fusion={"recommended": "fusion"}), frames[0])
     paired = metrics["protocols"]["main"]["paired"]
     assert set(paired) == {"random", "fine_tuned", "zero_shot"} and paired["random"]["hr1"]["lo"] > 0
     catalogue = {"reviewers": n, "k": 10, "ranker": "fusion_no_llm",
                  "methods": {"fusion": {"recall@10": 0.3}, "fusion_no_llm": {"recall@10": 0.28}},
                  "fusion_vs_fusion_no_llm": {"recall@10": {"diff": 0.02, "lo": -0.01, "hi": 0.05, "reviewers": n}}}
-    summary = nodes.comparison_summary(metrics, catalogue, {"category": "Demo"}, {"command": "kedro run --env=x"})
+    summary = reporting.comparison_summary(metrics, catalogue, {"category": "Demo"},
+                                           base_params("evaluation", command="kedro run --env=x"))
     main = summary["protocols"]["main"]
     # fine-tuned (informative scores) against zero-shot (random ones), paired on the same prompts
     assert main["fine_tuned_vs_zero_shot"]["lo"] > 0 and set(main["fine_tuned_vs_zero_shot"]) == {"diff", "lo", "hi"}
     assert summary["catalogue"] == {"reviewers": n, "method": "fusion", "metric": "recall@10", "value": 0.3,
                                     "vs_fusion_no_llm": {"diff": 0.02, "lo": -0.01, "hi": 0.05}}
-    assert "catalogue" not in nodes.comparison_summary(metrics, {}, {}, {})
+    assert "catalogue" not in reporting.comparison_summary(metrics, {}, {}, base_params("evaluation"))
     assert summary["dataset"] == "Demo" and main["method"] == "fusion" and main["reviewers"] == n
     assert main["beats_every_other_method"] and set(main["vs"]["random"]) == {"diff", "lo", "hi"}
-    report = nodes.write_report(metrics, {}, pd.DataFrame(columns=["prediction", "truth", "truth_rank"]))
+    report = reporting.write_report(metrics, {}, pd.DataFrame(columns=["prediction", "truth", "truth_rank"]))
     assert "## The recommended method (`fusion`) against every other method, paired" in report
     assert "fusion beats every other method here" in report

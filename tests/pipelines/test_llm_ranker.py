@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amazon_llm_rec.core import scoring
 from amazon_llm_rec.core.errors import ConfigError
-from amazon_llm_rec.core.models import history_input, render_prompt
+from amazon_llm_rec.core.llm import scoring
+from amazon_llm_rec.core.llm.models import history_input, render_prompt
 from amazon_llm_rec.pipelines.prompt_engineering import nodes as pe
-from tests.conftest import serving_settings
+from tests.conftest import base_params, serving_settings
 
 from .test_fusion import PROMPTS, _world
 
@@ -61,7 +61,7 @@ def test_answer_tokens_are_the_tail_training_builds_not_the_title_tokenised_alon
 def test_title_scores_sum_mean_and_pmi_against_a_full_forward_pass(tiny_llama):
     import torch
 
-    from amazon_llm_rec.core.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.llm.models import load_model, load_tokenizer
 
     tok, model = load_tokenizer(tiny_llama), load_model(tiny_llama)
     prompts = pd.DataFrame({"instruction": "Name the next product.",
@@ -159,7 +159,7 @@ def test_training_groups_refuse_option_prompts_and_stay_empty_for_the_lm_objecti
 
 
 def test_group_softmax_training_learns_to_rank_the_truth_first(tiny_llama, tmp_path):
-    from amazon_llm_rec.core.group_training import group_logits, train_group_softmax
+    from amazon_llm_rec.core.llm.group_training import group_logits, train_group_softmax
 
     seqs, items = _world(40)
     groups, _ = _groups(seqs, items)
@@ -197,8 +197,8 @@ def test_group_softmax_training_learns_to_rank_the_truth_first(tiny_llama, tmp_p
 def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_llama):
     """Parity: the service (`RecommenderService`, fit_on before_test) and the evaluation (`candidate_features`, the
     LLM's pmi score by `_score_model`) give one test window's candidates the same features."""
-    from amazon_llm_rec.core import fusion
-    from amazon_llm_rec.core.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.llm.models import load_model, load_tokenizer
+    from amazon_llm_rec.core.rank import fusion
     from amazon_llm_rec.pipelines.evaluation import nodes as ev
     from amazon_llm_rec.serving.config import ProjectData
     from amazon_llm_rec.serving.service import RecommenderService
@@ -206,9 +206,9 @@ def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_ll
     seqs, items = _world(40)
     train, val, test = _splits(seqs, items)
     names = ["cooccurrence", "cooccurrence_all", "popularity", "bm25", "embedding"]
-    evaluation = {"fusion": {"features": ["llm", *names]}, "title_score": "pmi", "batch_size": 4, "bf16": False,
-                  "device": "cpu", "exact_match_max_prompts": 0}
-    offline = fusion.candidate_features(test, seqs, items, names, evaluation, fit_on=test)
+    evaluation = base_params("evaluation", fusion={"features": ["llm", *names]}, title_score="pmi", batch_size=4,
+                             bf16=False, device="cpu", exact_match_max_prompts=0)
+    offline = fusion.candidate_features(test, seqs, ev.fit_evidence(test, seqs, items, evaluation), names)
     model, tok = load_model(tiny_llama), load_tokenizer(tiny_llama)
     priors = pd.DataFrame({"asin": items["asin"], "prior": scoring.title_priors(model, tok, test["instruction"].iloc[0],
                                                                                 items["title"].tolist())})
@@ -217,7 +217,8 @@ def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_ll
     data = ProjectData(items=items, sequences=seqs, test_prompts=test, fusion_model={"fusion": fitted},
                        base_model=tiny_llama, adapter=None, credentials={}, title_priors=priors,
                        params={"prompts": PROMPTS, "evaluation": evaluation,
-                               "recommend": {"ranker": "fusion", "history_size": PROMPTS["history_size"]}})
+                               "recommend": base_params("recommend", ranker="fusion",
+                                                        history_size=PROMPTS["history_size"])})
     service = RecommenderService(data, serving_settings())
     seq_of = dict(zip(seqs["reviewer_id"], seqs["asins"], strict=True))
     for i in range(3):

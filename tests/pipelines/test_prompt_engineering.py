@@ -10,6 +10,7 @@ import pytest
 
 from amazon_llm_rec.core.errors import ConfigError
 from amazon_llm_rec.pipelines.prompt_engineering import nodes
+from tests.conftest import base_params, evidence_for
 
 PARAMS = {"history_size": 4, "min_history": 4, "num_negatives": 3, "split": "leave_last_out",
           "paper_fractions": [0.8, 0.1, 0.1], "seed": 7, "max_train_prompts": None,
@@ -159,8 +160,8 @@ def test_retrieved_protocol_keeps_the_windows_whose_target_the_retriever_found()
     # nothing tells the answer any more: co-occurrence (the retriever's own order) is far above random here
     prompts = nodes.render_prompts(got, pd.DataFrame({"asin": sorted({a for q in seq["asins"] for a in q}), "title": "t"}),
                                    {**PARAMS, "negatives": "retrieved"})
-    scores = nodes.baselines.score_baselines(prompts, seq, {"seed": 0, "baselines": ["random", "cooccurrence"]},
-                                             fit_on=tests)
+    evaluation = base_params("evaluation", seed=0, baselines=["random", "cooccurrence"])
+    scores = nodes.baselines.score_baselines(prompts, seq, evaluation, evidence_for(seq, tests))
     hit = {m: np.mean(v.argmax(1) == prompts["correct_letter"].map(nodes.LETTERS.index)) for m, v in scores.items()}
     assert hit["cooccurrence"] > 0.3 > 1 / 10 + 0.1
     # the evaluation's co-occurrence, on the counts of all test windows, ranks as the retriever did (ties aside)
@@ -243,7 +244,7 @@ def test_global_time_split_cuts_every_reviewer_at_the_same_dates():
 def test_global_time_counts_ignore_every_event_after_the_cutoff():
     # Poison the future: events after the test cutoff (other reviewers' and the test targets) that pair every
     # history product with one negative candidate. Under global_time no baseline or feature may move.
-    from amazon_llm_rec.core import fusion
+    from amazon_llm_rec.core.rank import fusion
 
     seq = _timed_sequences()
     params = {**PARAMS, "split": "global_time", "min_history": 2, "num_negatives": 9,
@@ -256,19 +257,21 @@ def test_global_time_counts_ignore_every_event_after_the_cutoff():
                            "asins": [[f"S{j}" for j in range(40)] for _ in range(30)],
                            "times": [[late + j for j in range(40)] for _ in range(30)]})
     poisoned = pd.concat([seq, poison], ignore_index=True)
-    evaluation = {"seed": 0, "baselines": ["popularity", "cooccurrence"]}
-    for a, b in zip(nodes.baselines.score_baselines(test, seq, evaluation).values(),
-                    nodes.baselines.score_baselines(test, poisoned, evaluation).values(), strict=True):
+    evaluation = base_params("evaluation", seed=0, baselines=["popularity", "cooccurrence"])
+
+    def scores(windows, sequences):
+        return nodes.baselines.score_baselines(windows, sequences, evaluation, evidence_for(sequences, windows, items))
+
+    for a, b in zip(scores(test, seq).values(), scores(test, poisoned).values(), strict=True):
         np.testing.assert_array_equal(a, b)
     names = ["cooccurrence", "cooccurrence_all", "popularity"]
-    clean = fusion.candidate_features(test, seq, items, names, evaluation)
-    dirty = fusion.candidate_features(test, poisoned, items, names, evaluation)
+    clean = fusion.candidate_features(test, seq, evidence_for(seq, test, items), names)
+    dirty = fusion.candidate_features(test, poisoned, evidence_for(poisoned, test, items), names)
     for n in names:
         np.testing.assert_array_equal(clean[n], dirty[n])
     # the same poison moves the leave_last_out counts (other reviewers' futures count there): the test can fail
     loo = test.drop(columns="count_cutoff")
-    assert not np.array_equal(nodes.baselines.score_baselines(loo, seq, evaluation)["popularity"],
-                              nodes.baselines.score_baselines(loo, poisoned, evaluation)["popularity"])
+    assert not np.array_equal(scores(loo, seq)["popularity"], scores(loo, poisoned)["popularity"])
 
 
 def test_test_protocols_share_the_test_windows(seq, items):
@@ -353,11 +356,11 @@ def test_every_protocol_counts_on_the_whole_test_set(items):
     stacked = nodes.build_test_protocols(test, windows, seq, catalogue, params)
     sub = stacked[stacked["protocol"] == "retrieved_10"].reset_index(drop=True)
     assert 0 < len(sub) < len(test)
-    evaluation = {"seed": 0, "baselines": ["popularity"]}
-    got = ev.score_baseline_methods(stacked, seq, catalogue, evaluation)
+    evaluation = base_params("evaluation", seed=0, baselines=["popularity"])
+    got = ev.score_baseline_methods(stacked, seq, ev.fit_evidence(stacked, seq, catalogue, evaluation), evaluation)
     got = np.stack(got[got["protocol"] == "retrieved_10"]["scores"].to_list())
-    whole = nodes.baselines.score_baselines(sub, seq, evaluation, fit_on=stacked)["popularity"]
-    alone = nodes.baselines.score_baselines(sub, seq, evaluation)["popularity"]
+    whole = nodes.baselines.score_baselines(sub, seq, evaluation, evidence_for(seq, stacked, catalogue))["popularity"]
+    alone = nodes.baselines.score_baselines(sub, seq, evaluation, evidence_for(seq, sub, catalogue))["popularity"]
     np.testing.assert_allclose(got, whole)
     assert not np.allclose(whole, alone)  # the two cuts differ here: the check above can fail
 

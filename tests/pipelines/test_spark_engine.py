@@ -9,14 +9,16 @@ import shutil
 import pandas as pd
 import pytest
 
-from amazon_llm_rec.core import engine
+from amazon_llm_rec.core.data import engine
 from amazon_llm_rec.core.errors import ConfigError, RawDataError
 from amazon_llm_rec.datasets import EngineTableDataset
 from amazon_llm_rec.pipelines.data_processing import nodes
-from tests.conftest import shared_file
+from tests.conftest import STRICT, require, shared_file
 
-pytest.importorskip("pyspark", reason="PySpark is the optional extra '.[spark]' (make setup installs it)")
+require("pyspark", "PySpark is the optional extra '.[spark]'")
 if shutil.which("java") is None:
+    if STRICT:
+        raise RuntimeError("Spark needs Java (OpenJDK 17), and `make test` requires it")
     pytest.skip("Spark needs Java (OpenJDK 17)", allow_module_level=True)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # PySpark's notice about pandas 3

@@ -44,7 +44,7 @@ def _weighted_prf(true_idx: np.ndarray, pred_idx: np.ndarray, k: int, weight: np
     return np.stack([(precision * weights).sum(1), (recall * weights).sum(1), (f1 * weights).sum(1)], axis=1)
 
 
-def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+def bootstrap_intervals(preds: pd.DataFrame, samples: int, seed: int, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of every metric, resampling test reviewers with all their prompts (a reviewer
     with several prompts, as under paper_random, is one draw); exact match: over its generated subset."""
     rng = np.random.default_rng(seed)
@@ -82,6 +82,18 @@ def bootstrap_intervals(preds: pd.DataFrame, samples: int = 1000, seed: int = 0,
     return out
 
 
+def bootstrap_interval(values: np.ndarray, samples: int, seed: int, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of the mean of per-reviewer values (one value a reviewer); the same draws as
+    `paired_bootstrap`, and the point estimate twice when `samples` is 0."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return [0.0, 0.0]
+    if not samples:
+        return [float(values.mean())] * 2
+    means = reviewer_draws(len(values), samples, np.random.default_rng(seed)) @ values / len(values)
+    return [float(v) for v in np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])]
+
+
 def reviewer_draws(reviewers: int, samples: int, rng: np.random.Generator) -> np.ndarray:
     """[samples, reviewers] counts: how many times each reviewer is drawn in each bootstrap resample."""
     idx = rng.integers(0, reviewers, size=(samples, reviewers))
@@ -101,7 +113,7 @@ def accuracy_by_position(preds: pd.DataFrame) -> dict[str, float]:
     return {str(k): float(v) for k, v in correct.groupby(preds["correct_letter"]).mean().sort_index().items()}
 
 
-def method_metrics(preds: pd.DataFrame, bootstrap_samples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def method_metrics(preds: pd.DataFrame, bootstrap_samples: int, seed: int) -> dict[str, Any]:
     """Compute the metrics of one method's predictions, with 95% bootstrap intervals."""
     from sklearn.metrics import precision_recall_fscore_support  # noqa: PLC0415
 
@@ -126,7 +138,7 @@ def method_metrics(preds: pd.DataFrame, bootstrap_samples: int = 1000, seed: int
     return out
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, reviewers: np.ndarray, samples: int = 1000, seed: int = 0,
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, reviewers: np.ndarray, samples: int, seed: int,
                      level: float = 0.95) -> dict[str, float]:
     """Difference of means a - b (per-prompt values of two methods on the same prompts) with a paired
     percentile bootstrap interval: each resample draws test reviewers with replacement and uses the same

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import baselines
-from ..core.recommender import Recommendation, Recommender, build_recommender, llm_source
+from ..core.rank import baselines
+from ..core.rank.evidence import Evidence
+from ..core.rank.recommender import Recommendation, Recommender, build_recommender, llm_source
 from .config import ProjectData, ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -74,22 +75,22 @@ class RecommenderService:
         self._search = pd.DataFrame({"asin": list(self.titles), "title": [self.display[a] for a in self.titles]})
         self._search["key"] = self._search["title"].str.casefold() + " " + pd.Series(list(self.titles.values())).str.casefold()
         test = data.test_prompts
+        evaluation = params["evaluation"]
         if settings.fit_on == "before_test" and test is not None and len(test):
             fitted = baselines.fit_sequences(data.sequences, test)
         else:
             fitted = [list(s) for s in data.sequences["asins"]]
-        source = llm_source(data.base_model, data.adapter, prompts, params.get("evaluation"),
+        evidence = Evidence(fitted, items, evaluation["embedding_model"], evaluation["sasrec"])
+        source = llm_source(data.base_model, data.adapter, prompts, evaluation,
                             data.title_priors) if data.base_model else None
         history_size = int(prompts["history_size"])
-        self.recommender: Recommender = build_recommender(items, fitted, data.fusion_model, params.get("recommend"),
-                                                          params.get("evaluation") or {}, source, history_size)
+        self.recommender: Recommender = build_recommender(evidence, data.fusion_model, params["recommend"],
+                                                          evaluation, source, history_size)
         self.fallback: Recommender | None = None
         if self.recommender.llm is not None:  # the same retriever and evidence, the fusion fitted without the LLM
             cfg = self.recommender.config
             ranker = "fusion_no_llm" if "fusion_no_llm" in (data.fusion_model or {}) else "retriever"
-            self.fallback = Recommender(self.recommender.retriever, replace(cfg, ranker=ranker), data.fusion_model,
-                                        None, self.recommender.sasrec)
-            self.fallback._ev = self.recommender._evidence()  # noqa: SLF001 - one evidence object for both
+            self.fallback = Recommender(self.recommender.retriever, replace(cfg, ranker=ranker), data.fusion_model)
         self.per_request_s: float | None = None  # measured seconds of the LLM path per request (moving average)
         self._depth = max(self.recommender.config.num_candidates, settings.limits.max_candidates)
         self.reviewers = self._test_reviewers(test, data.sequences, settings.test_reviewers) if settings.demo else []

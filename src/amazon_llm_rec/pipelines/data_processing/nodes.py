@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ...core import engine, raw_io, synthetic
+from ...core.data import engine, raw_io, synthetic
+from ...core.data.raw_io import RawFile, write_json_lines
+from ...core.data.text import clean_title, leaf_category
 from ...core.errors import ConfigError, EmptyFilterError
-from ...core.raw_io import RawFile, write_json_lines
-from ...core.text import clean_title, leaf_category
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir

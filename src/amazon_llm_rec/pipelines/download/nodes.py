@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...core.download import DownloadConfig, fetch
+from ...core.data.download import DownloadConfig, fetch
 from ...core.errors import ConfigError
 
 logger = logging.getLogger(__name__)

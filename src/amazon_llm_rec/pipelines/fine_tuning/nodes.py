@@ -9,8 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ...core.errors import ConfigError
-from ...core.models import resolve_device
-from ...core.training import TrainedAdapter, train_adapter
+from ...core.llm.training import TrainedAdapter, check_recipe, train_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +25,13 @@ def compute_title_priors(items: pd.DataFrame, base_model: str, train_prompts: pd
                          evaluation: dict[str, Any]) -> pd.DataFrame:
     """Each product's title log-likelihood after a prompt without history, by the base model: PMI's
     unconditional term, computed once per product so that a request costs nothing more."""
-    from ...core.models import load_model, load_tokenizer, use_bf16  # noqa: PLC0415
-    from ...core.scoring import title_priors  # noqa: PLC0415
+    from ...core.llm.models import load_scoring_model, load_tokenizer  # noqa: PLC0415
+    from ...core.llm.scoring import title_priors  # noqa: PLC0415
 
-    if evaluation.get("title_score", "mean") != "pmi":
-        logger.info("Title priors not needed (evaluation.title_score is %r)", evaluation.get("title_score", "mean"))
+    if evaluation["title_score"] != "pmi":
+        logger.info("Title priors not needed (evaluation.title_score is %r)", evaluation["title_score"])
         return pd.DataFrame({"asin": pd.Series(dtype=str), "prior": pd.Series(dtype=float)})
-    device = resolve_device(evaluation.get("device", "auto"))
-    model = load_model(base_model, "bfloat16" if use_bf16(evaluation.get("bf16", "auto"), device) else "float32",
-                       device=device)
+    model = load_scoring_model(base_model, None, evaluation)  # the model that scores, so that pmi's terms match
     start = time.perf_counter()
     values = title_priors(model, load_tokenizer(base_model), str(train_prompts["instruction"].iloc[0]),
                           items["title"].fillna("").tolist(), int(evaluation["batch_size"]))
@@ -47,16 +44,19 @@ def fine_tune(base_model: str, train_prompts: pd.DataFrame, validation_prompts: 
               evaluation: dict[str, Any]) -> tuple[TrainedAdapter, pd.DataFrame, dict[str, Any]]:
     """Fine-tune a LoRA adapter (`fine_tuning.objective`: lm on the training prompts, or group_softmax on the
     training groups); return it, the loss history and a summary."""
-    objective = fine_tuning.get("objective", "lm")
+    objective = fine_tuning["objective"]
+    if objective == "lm" and len(train_prompts) and "style" in train_prompts \
+            and (train_prompts["style"] == "options").all():  # pointwise prompts answer with a title alone
+        check_recipe(fine_tuning["target"], evaluation["scoring"], str(train_prompts["instruction"].iloc[0]))
     if objective == "group_softmax":
-        from ...core.group_training import train_group_softmax  # noqa: PLC0415
+        from ...core.llm.group_training import train_group_softmax  # noqa: PLC0415
 
         adapter, history = train_group_softmax(base_model, training_groups, title_priors, fine_tuning,
-                                               evaluation.get("title_score", "mean"))
+                                               evaluation["title_score"])
         return adapter, history, adapter.summary
     if objective != "lm":
         raise ConfigError(f"fine_tuning.objective must be 'lm' or 'group_softmax', got {objective!r}")
-    cap = fine_tuning.get("max_eval_prompts")
+    cap = fine_tuning["max_eval_prompts"]
     if cap is not None and len(validation_prompts) > int(cap):  # validation loss on the first `cap` prompts
         validation_prompts = validation_prompts.iloc[: int(cap)]
     adapter, history = train_adapter(base_model, train_prompts, validation_prompts, fine_tuning)

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...core import baselines
 from ...core.errors import ConfigError, EmptyFilterError
-from ...core.models import LETTERS, history_input
+from ...core.llm.models import LETTERS, history_input
+from ...core.rank import baselines
+from ...core.rank.evidence import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +271,9 @@ def retrieved_candidates(windows: pd.DataFrame, sequences: pd.DataFrame, n: int,
 
 
 def _retriever(windows: pd.DataFrame, sequences: pd.DataFrame):
-    """Co-occurrence counts and popularity from the sequences `fit_sequences` allows for these windows."""
-    fitted = baselines.fit_sequences(sequences, windows)
-    rows = {a for hist in windows["history_asins"] for a in hist}  # the counts these histories rank by
-    return baselines.cooccurrence(fitted, 0, rows=rows), baselines.popularity(fitted)
+    """Co-occurrence counts and popularity of the evidence `fit_sequences` allows for these windows."""
+    evidence = Evidence.for_windows(sequences, windows, None, {})
+    return evidence.cooc, evidence.pop
 
 
 def protocol_name(prompts: dict[str, Any]) -> str:
@@ -428,9 +428,8 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
         sequences = _events_before(reviewer_sequences, float(cut.iloc[0]))
     fit_on = pd.concat([p[["reviewer_id", "position"]] for p in (groups, validation_prompts, test_prompts)],
                        ignore_index=True)
-    fitted = baselines.fit_sequences(sequences, fit_on)
-    cooc = baselines.cooccurrence(fitted, 0, rows={a for h in groups["history_asins"] for a in h})
-    pop = baselines.popularity(fitted)
+    evidence = Evidence.for_windows(sequences, fit_on, items, evaluation)  # negatives and offsets read the same cut
+    cooc, pop = evidence.cooc, evidence.pop
     universe = np.array(sorted(pop))
     known = set(universe.tolist())
     seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
@@ -453,20 +452,20 @@ def build_training_groups(train_prompts: pd.DataFrame, validation_prompts: pd.Da
     title = dict(zip(items["asin"], items["title"], strict=True))
     groups = groups.assign(candidate_asins=candidates, candidate_titles=[[title[a] for a in c] for c in candidates],
                            correct_letter="A")
-    offset = _group_offsets(groups, sequences, items, evaluation, fit_on) if spec["offset"] \
+    offset = _group_offsets(groups, sequences, evidence, evaluation) if spec["offset"] \
         else np.zeros((len(groups), size))
     logger.info("Training groups: %d reviewers, %d candidates each (%d retrieved, %d uniform)", len(groups), size,
                 n_hard, size - 1 - n_hard)
     return groups.assign(offset=[list(map(float, o)) for o in offset])[GROUP_COLUMNS]
 
 
-def _group_offsets(groups: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame, evaluation: dict[str, Any],
-                   fit_on: pd.DataFrame) -> np.ndarray:
+def _group_offsets(groups: pd.DataFrame, sequences: pd.DataFrame, evidence: Evidence,
+                   evaluation: dict[str, Any]) -> np.ndarray:
     """The fusion-without-LLM score of every group candidate [groups, G], fitted on the groups themselves."""
-    from ...core import fusion  # noqa: PLC0415
+    from ...core.rank import fusion  # noqa: PLC0415
 
     names = [n for n in fusion.check_features(list(evaluation["fusion"]["features"])) if n != "llm"]
-    values = fusion.candidate_features(groups, sequences, items, names, evaluation, fit_on=fit_on)
+    values = fusion.candidate_features(groups, sequences, evidence, names)
     x = np.stack([values[n] for n in names], axis=-1)
     model = fusion.fit_conditional_logit(x, np.zeros(len(groups), dtype=int), names, float(evaluation["fusion"]["l2"]))
     logger.info("Training groups: offset fusion %s, %.3f of groups rank the truth first by it",

@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 
 from ...core.errors import ConfigError
-from ...core.recommender import build_recommender, llm_source
-from ...core.sharding import Shard, join_shards
+from ...core.llm.sharding import Shard, join_shards
+from ...core.rank.evidence import Evidence
+from ...core.rank.recommender import build_recommender, llm_source
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,12 @@ def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusio
 
     shard = Shard.from_params(recommend, "recommend")
     chosen = shard.take(select_reviewers(reviewer_sequences, recommend))
-    fitted = [list(s) for s in reviewer_sequences["asins"]]
-    rec = build_recommender(items, fitted, fusion_model, recommend, evaluation,
+    evidence = Evidence([list(s) for s in reviewer_sequences["asins"]], items, evaluation["embedding_model"],
+                        evaluation["sasrec"])
+    rec = build_recommender(evidence, fusion_model, recommend, evaluation,
                             llm_source(base_model, lora_adapter, prompts, evaluation, title_priors),
                             int(prompts["history_size"]))
-    chunk = int(recommend.get("chunk_size", 64))
+    chunk = int(recommend["chunk_size"])
     if chunk < 1:
         raise ConfigError(f"recommend.chunk_size must be a positive integer, got {chunk}")
     rows: list[tuple] = []

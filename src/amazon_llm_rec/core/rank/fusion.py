@@ -2,7 +2,7 @@
 
 Evidence of a window (reviewer r, target at position p) uses only:
 - r's own events before p (the history and the rest of the prefix), and
-- the fitted sequences of `baselines.fit_sequences`. Under the `global_time` split: every reviewer's events
+- the fitted sequences of `baselines.fit_sequences` (their `Evidence`). Under the `global_time` split: every reviewer's events
   before the prompt set's cutoff date, so nothing from after the window's period. Under leave_last_out and
   paper_random: every reviewer's sequence cut before their earliest window in the same prompt set, whole for
   reviewers without such a window, so other reviewers' events, some later than p, are counted.
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import baselines
-from .errors import ConfigError
+from ..errors import ConfigError
+from .evidence import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -47,57 +47,24 @@ def check_features(names: list[str]) -> list[str]:
     return list(names)
 
 
-def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, items: pd.DataFrame, names: list[str],
-                       params: dict[str, Any], cache: dict[str, Any] | None = None,
-                       fit_on: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-    """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol; counts are
-    cut for the windows `fit_on` (default: these prompts; every protocol of a prompt set passes the whole set).
-    The values come from `features.compute`, the function the service's `Recommender` calls."""
+def prefixes_of(prompts: pd.DataFrame, sequences: pd.DataFrame) -> list[list[str]]:
+    """Each window's prefix: everything its reviewer bought before the target."""
+    seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
+    return [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
+
+
+def candidate_features(prompts: pd.DataFrame, sequences: pd.DataFrame, evidence: Evidence,
+                       names: list[str]) -> dict[str, np.ndarray]:
+    """Return {feature: [N, candidates]} for the non-LLM features in `names`, for one candidate protocol, from the
+    evidence of the prompt set's data cut. The values come from `features.compute`, the function the service's
+    `Recommender` calls."""
     from . import features  # noqa: PLC0415
 
-    cache = {} if cache is None else cache
-    fitted = baselines.fit_sequences(sequences, prompts if fit_on is None else fit_on)
     cands = prompts["candidate_asins"].apply(list).tolist()
     hists = prompts["history_asins"].apply(list).tolist()
-    seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
-    prefixes = [list(seq_of[r])[:p] for r, p in zip(prompts["reviewer_id"], prompts["position"], strict=True)]
-    catalogue = items["asin"].astype(str).tolist()
-    titles = dict(zip(catalogue, items["title"].fillna("").astype(str), strict=True))
-    cooc = {}
-    if {"cooccurrence", "cooccurrence_all"} & set(names):  # only the pairs these histories and candidates need
-        cooc = baselines.cooccurrence(fitted, 0, rows={h for seq in (*hists, *prefixes) for h in seq},
-                                      cols={c for row in cands for c in row})
-    vectors = None
-    if "embedding" in names:
-        if "encoder" not in cache:
-            cache["encoder"] = baselines.load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
-        known = cache.setdefault("embeddings", {})
-
-        def vectors(asins: list[str]) -> np.ndarray:
-            todo = list(dict.fromkeys(a for a in asins if a not in known))
-            if todo:
-                known.update(zip(todo, cache["encoder"].encode([titles.get(a, "") for a in todo], batch_size=128,
-                                                               normalize_embeddings=True, convert_to_numpy=True),
-                                 strict=True))
-            return np.stack([known[a] for a in asins]).astype(np.float32)
-
-        vectors(sorted({a for row in (*cands, *hists) for a in row}))  # every title these rows need, in one pass
-    sasrec = None
-    if "sasrec" in names:
-        key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
-        if key not in cache:
-            from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
-
-            cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
-        sasrec = cache[key]
-    index = None
-    if "bm25" in names:  # one catalogue index for every protocol of the prompt set
-        key = ("bm25", len(catalogue), hash(tuple(catalogue)))
-        if key not in cache:
-            cache[key] = features.bm25_index(titles, catalogue)
-        index = cache[key]
-    evidence = features.Evidence(cooc, baselines.popularity(fitted), titles, catalogue, vectors, sasrec, index)
-    rows = features.compute(evidence, hists, prefixes, cands, list(names))
+    if "embedding" in names:  # every title these rows need, in one pass
+        evidence.vectors(sorted({a for row in (*cands, *hists) for a in row}))
+    rows = features.compute(evidence, hists, prefixes_of(prompts, sequences), cands, list(names))
     return {n: np.stack([r[:, i] for r in rows]).astype(float) for i, n in enumerate(names)}
 
 

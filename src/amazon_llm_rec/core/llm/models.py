@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,29 @@ def load_model(path: str, dtype: str = "float32", quantization: dict[str, Any] |
         if "quantiz" in str(exc).lower() or "bitsandbytes" in str(exc).lower():
             raise
         raise _offline_hint(path, exc) from exc
+
+
+def load_scoring_model(base_model: str, adapter: str | None, evaluation: dict[str, Any], merge: bool = False,
+                       quantize: bool = True):
+    """The one loader every scorer uses (evaluation, export, catalogue, batch, service): the base model on
+    `evaluation.device`, in bf16 where `evaluation.bf16` finds it native (else fp32), 4-bit when
+    `evaluation.quantization` is set and `quantize`; with the LoRA `adapter` applied when given (`apply_adapter`)."""
+    device = resolve_device(evaluation["device"])
+    dtype = "bfloat16" if use_bf16(evaluation["bf16"], device) else "float32"
+    quantization = evaluation.get("quantization") if quantize else None
+    model = load_model(base_model, dtype, quantization=quantization, device=device)
+    model = apply_adapter(model, adapter, merge=merge and not quantization) if adapter else model
+    model.eval()
+    return model
+
+
+def apply_adapter(model, adapter: str, merge: bool = False):
+    """The LoRA adapter on `model`; merged into its weights when `merge` (one model in memory, no LoRA overhead;
+    a 4-bit model keeps the adapter unmerged, as merging would round the adapter into 4-bit weights)."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    tuned = PeftModel.from_pretrained(model, adapter)
+    return tuned.merge_and_unload() if merge else tuned
 
 
 def messages(instruction: str, user_input: str, output: str | None = None) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AmazonLLMRecError, ConfigError
+from ..errors import AmazonLLMRecError, ConfigError
 
 logger = logging.getLogger(__name__)
 

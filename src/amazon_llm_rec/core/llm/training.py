@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .instrumentation import SeenExamples, Throughput, data_parallel_summary
 from .models import display_path, load_model, load_tokenizer, messages, resolve_device, use_bf16
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def resolve_backend(ft: dict[str, Any]) -> str:
     if backend == "unsloth":
         reason = unsloth_unavailable_reason()
         if reason:
-            if ft.get("fallback", False):
+            if ft["fallback"]:
                 logger.warning("backend 'unsloth' unavailable: %s; falling back to 'qlora_bnb'", reason)
                 return "qlora_bnb"
             raise ConfigError(
@@ -73,6 +73,22 @@ def completion_text(prompts: pd.DataFrame, target: str = "letter_and_title") -> 
     if target == "title":
         return [o.split(") ", 1)[1] for o in prompts["output"]]
     raise ConfigError(f"fine_tuning.target must be 'letter_and_title', 'letter' or 'title', got {target!r}")
+
+
+def check_recipe(target: str, scoring: str, instruction: str | None) -> None:
+    """Refuse settings that contradict each other: a model scored on what it was not taught to write, or an
+    instruction that asks for another answer than the one trained on."""
+    if target == "letter" and scoring == "title_likelihood":
+        raise ConfigError("fine_tuning.target: letter with evaluation.scoring: title_likelihood scores titles the model "
+                          "was never trained to write: use evaluation.scoring: letter_logits, or a target with the title")
+    if instruction is None:
+        return
+    asks_letter = "letter" in instruction.lower()
+    if target == "title" and asks_letter:
+        raise ConfigError("prompts.instruction asks for the option's letter but fine_tuning.target is title: the model "
+                          "would be told one answer and trained on another")
+    if target in {"letter", "letter_and_title"} and not asks_letter:
+        raise ConfigError(f"fine_tuning.target is {target} but prompts.instruction does not ask for the option's letter")
 
 
 def to_sft_dataset(prompts: pd.DataFrame, target: str = "letter_and_title"):
@@ -116,12 +132,12 @@ def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: 
 
     lora = ft["lora"]
     tokenizer = load_tokenizer(base_path)
-    dtype = "bfloat16" if use_bf16(ft.get("bf16", "auto"), device) else "float32"  # LoRA weights stay fp32
+    dtype = "bfloat16" if use_bf16(ft["bf16"], device) else "float32"  # LoRA weights stay fp32
     if backend == "qlora_bnb":
         from peft import prepare_model_for_kbit_training  # noqa: PLC0415
 
-        model = load_model(base_path, dtype, quantization=ft.get("quantization", {}), device=device)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ft.get("gradient_checkpointing", False))
+        model = load_model(base_path, dtype, quantization=ft["quantization"], device=device)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ft["gradient_checkpointing"])
     else:
         model = load_model(base_path, dtype, device=device)
     config = LoraConfig(
@@ -133,55 +149,6 @@ def _load_for_backend(backend: str, base_path: str, ft: dict[str, Any], device: 
         task_type="CAUSAL_LM",
     )
     return model, tokenizer, config
-
-
-class _Throughput:
-    """Times each optimizer step (GPU-synchronised) and counts the real (non-padding) tokens."""
-
-    def __init__(self, warmup_steps: int) -> None:
-        self.warmup = warmup_steps
-        self.trainer = None
-        self.steps: list[tuple[float, int, int]] = []  # (seconds, real tokens, samples)
-        self._t0 = 0.0
-        self._tokens0 = 0
-
-    @staticmethod
-    def _sync() -> None:
-        import torch  # noqa: PLC0415
-
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def callback(self):
-        from transformers import TrainerCallback  # noqa: PLC0415
-
-        rec = self
-
-        class Cb(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
-                rec._sync()
-                rec._t0 = time.perf_counter()
-                rec._tokens0 = getattr(rec.trainer, "_total_train_tokens", 0)
-
-            def on_step_end(self, args, state, control, **kwargs):
-                rec._sync()
-                tokens = getattr(rec.trainer, "_total_train_tokens", 0) - rec._tokens0
-                samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
-                rec.steps.append((time.perf_counter() - rec._t0, tokens, samples))
-
-        return Cb()
-
-    def summary(self) -> dict[str, float]:
-        steady = self.steps[self.warmup :] or self.steps
-        seconds = sum(s for s, _, _ in steady)
-        if not seconds:
-            return {}
-        return {
-            "measured_steps": len(steady),
-            "real_tokens_per_second": round(sum(t for _, t, _ in steady) / seconds, 1),
-            "samples_per_second": round(sum(n for _, _, n in steady) / seconds, 2),
-            "seconds_per_step": round(seconds / len(steady), 4),
-        }
 
 
 class _LossRecorder:
@@ -266,56 +233,6 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-class _SeenExamples:
-    """Records a digest of every training example this process's data loader gave it (data parallelism check)."""
-
-    def __init__(self) -> None:
-        self.digests: list[str] = []
-
-    def wrap(self, collator):
-        def collate(features):
-            for f in features:
-                ids = f.get("input_ids") if isinstance(f, dict) else None
-                if ids is not None:
-                    self.digests.append(hashlib.sha1(json.dumps(list(map(int, ids))).encode()).hexdigest()[:16])
-            return collator(features)
-
-        return collate
-
-    def record_training_of(self, trainer) -> None:
-        """Record what the trainer's training data loader gives this rank (not the evaluation's)."""
-        train_loader = trainer.get_train_dataloader
-
-        def recorded_train_loader():
-            collator = trainer.data_collator
-            trainer.data_collator = self.wrap(collator)
-            try:
-                return train_loader()
-            finally:
-                trainer.data_collator = collator
-
-        trainer.get_train_dataloader = recorded_train_loader
-
-    def write(self, folder: Path, rank: int, world_size: int) -> None:
-        """Write this rank's record: `<folder>/rank-<rank>.json`."""
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"rank": rank, "world_size": world_size, "examples": self.digests}
-        (folder / f"rank-{rank}.json").write_text(json.dumps(record))
-
-
-def _data_parallel_summary(trainer, seen: _SeenExamples, folder: Path, rank: int, world_size: int) -> dict[str, Any]:
-    """Each rank writes what it trained on; every rank then reads all (nothing without data parallelism)."""
-    if world_size == 1:
-        return {}
-    seen.write(folder, rank, world_size)
-    trainer.accelerator.wait_for_everyone()
-    records = [json.loads((folder / f"rank-{r}.json").read_text()) for r in range(world_size)]
-    ranks_of = Counter(d for r in records for d in set(r["examples"]))  # how many ranks saw each example
-    return {"world_size": world_size, "examples_by_rank": [len(r["examples"]) for r in records],
-            "examples_on_several_ranks": sum(n > 1 for n in ranks_of.values()),
-            "data_parallel_record": display_path(str(folder))}
-
-
 def _peak_memory(device: str) -> dict[str, float]:
     if device != "cuda":
         return {}
@@ -328,10 +245,10 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
                   callbacks: list | None = None) -> tuple[TrainedAdapter, pd.DataFrame]:
     """Fine-tune LoRA on the training prompts; return the adapter and the loss history."""
     backend = resolve_backend(ft)
-    device = resolve_device(ft.get("device", "auto"))
+    device = resolve_device(ft["device"])
     if device == "cuda" and world()[1] > 1:  # data parallel on several GPUs: each process on its own
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    target = ft.get("target", "letter_and_title")
+    target = ft["target"]
     model, tokenizer, peft_config = _load_for_backend(backend, base_path, ft, device)
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
     from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
@@ -340,25 +257,25 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     use_cpu = device == "cpu"
     device = device.split(":")[0]  # cuda:<rank> -> cuda for what follows
-    bf16 = use_bf16(ft.get("bf16", "auto"), device)  # autocast; auto: only where bf16 is not emulated
+    bf16 = use_bf16(ft["bf16"], device)  # autocast; auto: only where bf16 is not emulated
     eval_steps = ft.get("eval_steps")
     args = SFTConfig(
         output_dir=str(out_dir),
         num_train_epochs=float(ft["epochs"]),
         max_steps=int(ft.get("max_steps") or -1),
         per_device_train_batch_size=int(ft["batch_size"]),
-        per_device_eval_batch_size=int(ft.get("eval_batch_size", ft["batch_size"])),
-        gradient_accumulation_steps=int(ft.get("gradient_accumulation_steps", 1)),
+        per_device_eval_batch_size=int(ft["eval_batch_size"]),
+        gradient_accumulation_steps=int(ft["gradient_accumulation_steps"]),
         learning_rate=float(ft["learning_rate"]),
         weight_decay=float(ft["weight_decay"]),
-        lr_scheduler_type=ft.get("lr_scheduler", "linear"),
-        warmup_steps=float(ft.get("warmup_ratio", 0.0)),
-        logging_steps=int(ft.get("logging_steps", 5)),
+        lr_scheduler_type=ft["lr_scheduler"],
+        warmup_steps=float(ft["warmup_ratio"]),
+        logging_steps=int(ft["logging_steps"]),
         eval_strategy="steps" if eval_steps else "epoch",
         eval_steps=int(eval_steps) if eval_steps else None,
         save_strategy="steps",
-        save_steps=int(ft.get("save_steps", 20)),
-        save_total_limit=ft.get("save_total_limit", 2),
+        save_steps=int(ft["save_steps"]),
+        save_total_limit=ft["save_total_limit"],
         max_length=int(ft["max_seq_length"]),
         seed=int(ft["seed"]),
         data_seed=int(ft["seed"]),
@@ -366,17 +283,17 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         bf16=bf16,
         report_to="none",
         completion_only_loss=True,
-        **_checkpointing(bool(ft.get("gradient_checkpointing", False)) and backend != "unsloth"),
-        train_sampling_strategy="group_by_length" if ft.get("group_by_length", True) else "random",
-        padding_free=bool(ft.get("padding_free", False)),
+        **_checkpointing(bool(ft["gradient_checkpointing"]) and backend != "unsloth"),
+        train_sampling_strategy="group_by_length" if ft["group_by_length"] else "random",
+        padding_free=bool(ft["padding_free"]),
         pad_to_multiple_of=ft.get("pad_to_multiple_of"),
         dataloader_num_workers=0,
         prediction_loss_only=True,
         disable_tqdm=False,
     )
     recorder = _LossRecorder()
-    throughput = _Throughput(int(ft.get("throughput_warmup_steps", 3)))
-    trainer_class = answer_only_trainer_class() if ft.get("loss", "answer_positions") == "answer_positions" else SFTTrainer
+    throughput = Throughput(int(ft["throughput_warmup_steps"]))
+    trainer_class = answer_only_trainer_class() if ft["loss"] == "answer_positions" else SFTTrainer
     trainer = trainer_class(
         model=model,
         args=args,
@@ -387,12 +304,12 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         callbacks=[recorder.callback(), throughput.callback(), *(callbacks or [])],
     )
     rank, world_size = world()
-    seen = _SeenExamples()
+    seen = SeenExamples()
     if world_size > 1:
         seen.record_training_of(trainer)
         logger.info("Data parallel: rank %d of %d (%s)", rank, world_size, trainer.args.parallel_mode)
     throughput.trainer = trainer
-    last = get_last_checkpoint(str(out_dir)) if ft.get("resume", True) else None
+    last = get_last_checkpoint(str(out_dir)) if ft["resume"] else None
     if last:
         logger.info("Resuming training from checkpoint %s", last)
     logger.info("Training backend=%s on %s: %d train / %d validation prompts", backend, device, len(train), len(validation))
@@ -406,7 +323,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
     final_eval = trainer.evaluate()
     recorder.rows.append({"step": trainer.state.global_step, "epoch": float(trainer.state.epoch or 0),
                           "split": "validation", "loss": float(final_eval["eval_loss"])})
-    parallel = _data_parallel_summary(trainer, seen, out_dir / "data_parallel", rank, world_size)
+    parallel = data_parallel_summary(trainer, seen, out_dir / "data_parallel", rank, world_size)
     history = pd.DataFrame(recorder.rows, columns=["step", "epoch", "split", "loss"]).drop_duplicates()
     history = pd.concat([history, _epoch_means(history)], ignore_index=True)
     summary = {
@@ -417,7 +334,7 @@ def train_adapter(base_path: str, train: pd.DataFrame, validation: pd.DataFrame,
         "train_prompts": len(train),
         "validation_prompts": len(validation),
         "batch_size": int(ft["batch_size"]),
-        "gradient_accumulation_steps": int(ft.get("gradient_accumulation_steps", 1)),
+        "gradient_accumulation_steps": int(ft["gradient_accumulation_steps"]),
         "learning_rate": float(ft["learning_rate"]),
         "steps": int(trainer.state.global_step),
         "epochs": float(trainer.state.epoch or 0),

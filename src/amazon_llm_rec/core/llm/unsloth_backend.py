@@ -24,8 +24,8 @@ def load_unsloth(base_path: str, ft: dict[str, Any], device: str | None = None):
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=base_path,
         max_seq_length=int(ft["max_seq_length"]),
-        dtype=torch.bfloat16 if use_bf16(ft.get("bf16", "auto"), "cuda") else torch.float16,
-        load_in_4bit=bool(ft.get("load_in_4bit", True)),
+        dtype=torch.bfloat16 if use_bf16(ft["bf16"], "cuda") else torch.float16,
+        load_in_4bit=bool(ft["load_in_4bit"]),
         **({"device_map": {"": device}} if device else {}),
     )
     tokenizer = prepare_tokenizer(tokenizer)
@@ -36,7 +36,7 @@ def load_unsloth(base_path: str, ft: dict[str, Any], device: str | None = None):
         lora_dropout=float(lora["dropout"]),
         target_modules=list(lora["target_modules"]),
         bias="none",
-        use_gradient_checkpointing="unsloth" if ft.get("gradient_checkpointing", True) else False,
+        use_gradient_checkpointing="unsloth" if ft["gradient_checkpointing"] else False,
         random_state=int(ft["seed"]),
     )
     return model, tokenizer

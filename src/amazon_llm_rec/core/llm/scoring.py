@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .models import LETTERS, option_token_ids, render_prompt
 
 logger = logging.getLogger(__name__)

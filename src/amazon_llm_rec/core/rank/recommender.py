@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from . import fusion
-from .errors import ConfigError
-from .retrieval import SOURCES, Retriever
+from .retrieval import Retriever
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -27,37 +30,45 @@ RANKERS = ("fusion", "fusion_no_llm", "retriever")
 
 @dataclass
 class RecommendConfig:
-    """The `recommend` parameters, checked once."""
+    """The `recommend` parameters, checked once; every default lives in conf/base/parameters_recommend.yml."""
 
-    num_candidates: int = 50
-    k: int = 10
-    exclude_bought: bool = True
-    ranker: str = "fusion"
-    history_size: int = 4
-    llm_batch_size: int = 8
-    llm_options_per_pass: int = 10
-    sources: list[str] = field(default_factory=lambda: list(SOURCES))
-    cooccurrence_window: int = 0
+    num_candidates: int
+    k: int
+    exclude_bought: bool
+    ranker: str
+    history_size: int
+    llm_batch_size: int
+    llm_options_per_pass: int
+    sources: list[str]
+    cooccurrence_window: int
 
     @classmethod
-    def from_params(cls, params: dict[str, Any] | None, history_size: int | None = None) -> RecommendConfig:
-        """Build from `params:recommend`, naming the parameter at fault."""
-        params = dict(params or {})
-        retrieval = params.pop("retrieval", None) or {}
+    def from_params(cls, params: dict[str, Any], history_size: int) -> RecommendConfig:
+        """Build from `params:recommend` (and `prompts.history_size` unless `recommend.history_size` is set), naming
+        the parameter at fault."""
+        params = dict(params)
+        retrieval = dict(params.pop("retrieval", None) or {})
         known = {"num_candidates", "k", "exclude_bought", "ranker", "llm_batch_size", "llm_options_per_pass",
                  "history_size"}
         extra = sorted(set(params) - known - {"reviewers", "evaluation", "shard", "chunk_size"})
+        extra += [f"retrieval.{k}" for k in sorted(set(retrieval) - {"sources", "cooccurrence_window"})]
         if extra:
             raise ConfigError(f"recommend: unknown parameter(s) {extra}; known: {sorted(known | {'retrieval'})}")
-        cfg = cls(**{k: v for k, v in params.items() if k in known})
-        if history_size is not None and "history_size" not in params:
-            cfg.history_size = int(history_size)
-        cfg.sources = list(retrieval.get("sources", cfg.sources))
-        cfg.cooccurrence_window = int(retrieval.get("cooccurrence_window", 0))
+        missing = sorted((known - {"history_size"}) - set(params))
+        missing += [f"retrieval.{k}" for k in ("sources", "cooccurrence_window") if k not in retrieval]
+        if missing:
+            raise ConfigError(f"recommend: missing parameter(s) {missing} (conf/base/parameters_recommend.yml)")
+        cfg = cls(**{k: params[k] for k in known - {"history_size"}}, history_size=params.get("history_size", history_size),
+                  sources=list(retrieval["sources"]), cooccurrence_window=retrieval["cooccurrence_window"])
         for name in ("num_candidates", "k", "llm_batch_size", "llm_options_per_pass", "history_size"):
             value = getattr(cfg, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"recommend.{name} must be a positive integer, got {value!r}")
+        if not isinstance(cfg.cooccurrence_window, int) or cfg.cooccurrence_window < 0:
+            raise ConfigError(f"recommend.retrieval.cooccurrence_window must be an integer >= 0, "
+                              f"got {cfg.cooccurrence_window!r}")
+        if not isinstance(cfg.exclude_bought, bool):
+            raise ConfigError(f"recommend.exclude_bought must be true or false, got {cfg.exclude_bought!r}")
         if cfg.ranker not in RANKERS:
             raise ConfigError(f"recommend.ranker must be one of {list(RANKERS)}, got {cfg.ranker!r}")
         return cfg
@@ -78,11 +89,11 @@ class LLMScorer:
     """The fine-tuned LLM's score of candidate titles after a history-only (pointwise) prompt: the evaluation's
     `evaluation.title_score` (mean, sum, or pmi against the stored `title_priors`), by the same scoring code."""
 
-    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int = 8, title_score: str = "mean",
-                 priors: dict[str, float] | None = None, options_per_pass: int | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int, title_score: str,
+                 priors: dict[str, float] | None, options_per_pass: int | None) -> None:
         self.model, self.tokenizer, self.instruction, self.batch_size = model, tokenizer, instruction, batch_size
         self.options_per_pass = options_per_pass
-        from .scoring import AnswerTokens  # noqa: PLC0415
+        from ..llm.scoring import AnswerTokens  # noqa: PLC0415
 
         self.tails = AnswerTokens(tokenizer)  # each product's answer tokens, tokenised once per process
         self.title_score, self.priors = title_score, priors or {}
@@ -90,27 +101,21 @@ class LLMScorer:
             raise ConfigError("evaluation.title_score is pmi but no title priors were given (the `title_priors` dataset)")
 
     @classmethod
-    def load(cls, base_model: str, adapter: str | None, instruction: str, device: str = "auto", bf16: bool | str = "auto",
-             batch_size: int = 8, title_score: str = "mean", priors: dict[str, float] | None = None,
-             options_per_pass: int | None = None) -> LLMScorer:
-        """Load the base model, apply the LoRA adapter and merge it (one model in memory, no LoRA overhead)."""
-        from .models import load_model, load_tokenizer, resolve_device, use_bf16  # noqa: PLC0415
+    def load(cls, base_model: str, adapter: str | None, instruction: str, evaluation: dict[str, Any], batch_size: int,
+             title_score: str, priors: dict[str, float] | None, options_per_pass: int | None) -> LLMScorer:
+        """The base model with the LoRA adapter merged (one model in memory, no LoRA overhead), loaded by the one
+        model loader with the evaluation's device, dtype and quantization."""
+        from ..llm.models import load_scoring_model, load_tokenizer  # noqa: PLC0415
 
-        device = resolve_device(device)
-        model = load_model(base_model, "bfloat16" if use_bf16(bf16, device) else "float32", device=device)
-        if adapter:
-            from peft import PeftModel  # noqa: PLC0415
-
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        model.eval()
+        model = load_scoring_model(base_model, adapter, evaluation, merge=True)
         return cls(model, load_tokenizer(adapter or base_model), instruction, batch_size, title_score, priors,
                    options_per_pass)
 
     def score(self, history_titles: list[list[str]], candidate_titles: list[list[str]],
               candidate_asins: list[list[str]] | None = None) -> list[np.ndarray]:
         """Each candidate's title score, per row (rows may differ in length); pmi needs `candidate_asins`."""
-        from .models import history_input  # noqa: PLC0415
-        from .scoring import score_titles  # noqa: PLC0415
+        from ..llm.models import history_input  # noqa: PLC0415
+        from ..llm.scoring import score_titles  # noqa: PLC0415
 
         out: list[np.ndarray] = [np.zeros(0)] * len(history_titles)
         by_len: dict[int, list[int]] = {}
@@ -141,37 +146,17 @@ class Recommender:
     """Retriever + per-candidate evidence + the fitted fusion (+ the LLM's score when the ranker uses it)."""
 
     def __init__(self, retriever: Retriever, config: RecommendConfig, fusion_model: dict[str, Any] | None = None,
-                 llm: LLMScorer | None = None, sasrec: Any | None = None) -> None:
-        self.retriever, self.config, self.llm, self.sasrec = retriever, config, llm, sasrec
+                 llm: LLMScorer | None = None) -> None:
+        self.retriever, self.config, self.llm = retriever, config, llm
+        self.evidence = retriever.evidence
         self.model: dict[str, Any] | None = None
         if config.ranker != "retriever":
             if not fusion_model or config.ranker not in fusion_model:
                 raise ConfigError(f"recommend.ranker {config.ranker!r} is not in the fitted fusion model "
                                   f"(has {sorted(fusion_model or {})}): run the evaluation pipeline first")
             self.model = fusion_model[config.ranker]
-            names = self.model["features"]
-            if "llm" in names and llm is None:
+            if "llm" in self.model["features"] and llm is None:
                 raise ConfigError(f"recommend.ranker {config.ranker!r} uses the LLM's score: load an LLMScorer")
-            if "sasrec" in names and sasrec is None:
-                raise ConfigError(f"recommend.ranker {config.ranker!r} uses SASRec's score: pass a fitted SASRec")
-            if "embedding" in names and retriever.matrix is None:
-                raise ConfigError("the fusion uses the embedding feature: build the Retriever with an encoder")
-        self._ev = None
-
-    @property
-    def uses_llm(self) -> bool:
-        """Whether a call runs the LLM."""
-        return self.model is not None and "llm" in self.model["features"]
-
-    def _evidence(self):
-        """The retriever's counts, titles and title embeddings as `features.Evidence` (built once)."""
-        from .features import Evidence  # noqa: PLC0415
-
-        if self._ev is None:
-            r = self.retriever
-            vectors = None if r.matrix is None else (lambda asins: r.matrix[[r.position[a] for a in asins]])
-            self._ev = Evidence(r.cooc, r.pop, r.titles, r.asins, vectors, self.sasrec)
-        return self._ev
 
     def features(self, histories: list[list[str]], prefixes: list[list[str]], candidates: list[list[str]],
                  names: list[str]) -> list[np.ndarray]:
@@ -179,10 +164,10 @@ class Recommender:
         `features.compute`: the function the evaluation calls."""
         from .features import compute  # noqa: PLC0415
 
-        r = self.retriever
+        titles = self.evidence.titles
         llm = None if self.llm is None else (lambda hists, cands: self.llm.score(
-            [[r.titles.get(a, a) for a in h] for h in hists], [[r.titles.get(a, a) for a in row] for row in cands], cands))
-        return compute(self._evidence(), histories, prefixes, candidates, list(names), llm)
+            [[titles.get(a, a) for a in h] for h in hists], [[titles.get(a, a) for a in row] for row in cands], cands))
+        return compute(self.evidence, histories, prefixes, candidates, list(names), llm)
 
     def recommend(self, histories: list[list[str]], k: int | None = None, exclude_bought: bool | None = None,
                   prefixes: list[list[str]] | None = None, candidates: list[list[str]] | None = None,
@@ -224,7 +209,7 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else -1e9
 
 
-def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any], evaluation: dict[str, Any] | None = None,
+def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any], evaluation: dict[str, Any],
                title_priors: pd.DataFrame | None = None) -> dict[str, Any]:
     """What the LLM scorer loads: the base model, the adapter, the pointwise instruction (`params:prompts`) and how a
     title is scored (`evaluation.title_score`, with the stored `title_priors` for pmi)."""
@@ -232,7 +217,7 @@ def llm_source(base_model: str, adapter: str | None, prompts: dict[str, Any], ev
     priors = {} if title_priors is None or title_priors.empty else \
         dict(zip(title_priors["asin"], title_priors["prior"].astype(float), strict=True))
     return {"base_model": base_model, "adapter": adapter, "instruction": " ".join(str(instruction).split()),
-            "title_score": (evaluation or {}).get("title_score", "mean"), "priors": priors}
+            "title_score": evaluation["title_score"], "priors": priors}
 
 
 def load_llm(llm_source: dict[str, Any] | None, evaluation: dict[str, Any], cfg: RecommendConfig,
@@ -243,36 +228,21 @@ def load_llm(llm_source: dict[str, Any] | None, evaluation: dict[str, Any], cfg:
     key = ("llm", llm_source["base_model"], llm_source.get("adapter"))
     if key not in cache:
         cache[key] = LLMScorer.load(llm_source["base_model"], llm_source.get("adapter"), llm_source["instruction"],
-                                    evaluation.get("device", "auto"), evaluation.get("bf16", "auto"),
-                                    cfg.llm_batch_size, llm_source.get("title_score", "mean"), llm_source.get("priors"),
+                                    evaluation, cfg.llm_batch_size, llm_source["title_score"], llm_source.get("priors"),
                                     cfg.llm_options_per_pass)
     return cache[key]
 
 
-def build_recommender(items: pd.DataFrame, fitted: list[list[str]], fusion_model: dict[str, Any] | None,
-                      recommend: dict[str, Any] | None, evaluation: dict[str, Any], llm_source: dict[str, Any] | None,
-                      history_size: int | None = None, cache: dict[str, Any] | None = None) -> Recommender:
-    """Assemble a `Recommender` from catalogue data and parameters.
+def build_recommender(evidence: Evidence, fusion_model: dict[str, Any] | None, recommend: dict[str, Any],
+                      evaluation: dict[str, Any], llm_source: dict[str, Any] | None, history_size: int,
+                      cache: dict[str, Any] | None = None) -> Recommender:
+    """Assemble a `Recommender` on one data cut's `Evidence` from the parameters.
 
-    `fitted`: the sequences the counts come from; `llm_source`: {base_model, adapter, instruction} when the
-    ranker uses the LLM; `cache` keeps the encoder, title embeddings and the LLM between calls."""
-    from . import baselines  # noqa: PLC0415
-
+    `llm_source`: {base_model, adapter, instruction, title_score, priors} when the ranker uses the LLM; `cache` keeps
+    the LLM between calls."""
     cache = {} if cache is None else cache
     cfg = RecommendConfig.from_params(recommend, history_size)
     model = (fusion_model or {}).get(cfg.ranker) if cfg.ranker != "retriever" else None
-    names = model["features"] if model else []
-    encoder = None
-    if "embedding" in cfg.sources or "embedding" in names:
-        if "encoder" not in cache:
-            cache["encoder"] = baselines.load_sentence_encoder(evaluation.get("embedding_model", "all-MiniLM-L6-v2"))
-        encoder = cache["encoder"]
-    retriever = Retriever(fitted, items, encoder, cfg.sources, cfg.cooccurrence_window,
-                          embeddings=cache.setdefault("embeddings", {}))
-    llm = load_llm(llm_source, evaluation, cfg, cache) if "llm" in names else None
-    sasrec = None
-    if "sasrec" in names:
-        from .sasrec import SASRecConfig, fit_sasrec  # noqa: PLC0415
-
-        sasrec = fit_sasrec(fitted, SASRecConfig.from_params(evaluation.get("sasrec")))
-    return Recommender(retriever, cfg, fusion_model, llm, sasrec)
+    retriever = Retriever(evidence, cfg.sources, cfg.cooccurrence_window)
+    llm = load_llm(llm_source, evaluation, cfg, cache) if model and "llm" in model["features"] else None
+    return Recommender(retriever, cfg, fusion_model, llm)

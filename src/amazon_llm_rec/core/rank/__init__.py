@@ -1,0 +1,1 @@
+"""Ranking: fitted evidence per data cut, baselines, SASRec, retrieval, features, fusion, recommender, catalogue evaluation."""
