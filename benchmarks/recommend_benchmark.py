@@ -50,7 +50,7 @@ def main() -> None:
         rec = build_recommender(evidence, data.fusion_model, {**params["recommend"], "ranker": ranker},
                                 params["evaluation"], llm_source(data.base_model, data.adapter, params["prompts"],
                                                            params["evaluation"], data.title_priors),
-                                int(params["prompts"]["history_size"]), cache)
+                                int(params["prompts"]["history_size"]), cache, data.retriever_mix)
         built = time.perf_counter() - start
         start = time.perf_counter()
         chunk = int(params["recommend"]["chunk_size"])

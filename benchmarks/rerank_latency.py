@@ -37,7 +37,7 @@ def main() -> None:  # noqa: PLR0915 - one measurement script
     from amazon_llm_rec.core.rank import baselines
     from amazon_llm_rec.core.rank.evidence import Evidence
     from amazon_llm_rec.core.rank.recommender import LLMScorer
-    from amazon_llm_rec.core.rank.retrieval import Retriever
+    from amazon_llm_rec.core.rank.retrieval import RetrievalConfig, Retriever
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "data"), help="a data/ folder after `kedro run`")
@@ -54,7 +54,9 @@ def main() -> None:  # noqa: PLR0915 - one measurement script
     test = pd.read_parquet(data / "05_model_input/test_prompts.parquet").head(args.reviewers)
     prompts_conf = yaml.safe_load((ROOT / "conf/base/parameters_prompt_engineering.yml").read_text())["prompts"]
     instruction = " ".join(prompts_conf["pointwise_instruction"].split())
-    retriever = Retriever(Evidence(baselines.fit_sequences(seqs, test), items), ["cooccurrence", "popularity"], 0)
+    retrieval = yaml.safe_load((ROOT / "conf/base/parameters_recommend.yml").read_text())["recommend"]["retrieval"]
+    config = RetrievalConfig.from_params({**retrieval, "sources": ["cooccurrence", "popularity"], "quotas": None})
+    retriever = Retriever(Evidence(baselines.fit_sequences(seqs, test), items), config)
     titles = retriever.titles
     hists = [list(h)[-prompts_conf["history_size"]:] for h in test["history_asins"]]
     cands = [r.asins for r in retriever.retrieve(hists, args.candidates, [set(h) for h in test["history_asins"]])]

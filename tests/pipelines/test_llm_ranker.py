@@ -214,10 +214,10 @@ def test_the_service_computes_the_evaluations_features_for_a_test_window(tiny_ll
                                                                                 items["title"].tolist())})
     llm = ev._score_model("zero_shot", model, tok, test, evaluation, "title", generate=False, title_priors=priors)
     fitted = {"features": ["llm", *names], "weights": [1.0] * 6, "mean": [0.0] * 6, "scale": [1.0] * 6}
-    data = ProjectData(items=items, sequences=seqs, test_prompts=test, fusion_model={"fusion": fitted},
+    data = ProjectData(items=items, sequences=seqs, test_prompts=test, fusion_model={"fusion": fitted}, retriever_mix=None,
                        base_model=tiny_llama, adapter=None, credentials={}, title_priors=priors,
                        params={"prompts": PROMPTS, "evaluation": evaluation,
-                               "recommend": base_params("recommend", ranker="fusion",
+                               "recommend": base_params("recommend", ranker="fusion", retrieval={"quotas": None},
                                                         history_size=PROMPTS["history_size"])})
     service = RecommenderService(data, serving_settings())
     seq_of = dict(zip(seqs["reviewer_id"], seqs["asins"], strict=True))

@@ -111,6 +111,7 @@ class ProjectData:
     sequences: Any
     test_prompts: Any
     fusion_model: dict[str, Any] | None
+    retriever_mix: dict[str, Any] | None
     base_model: str | None
     adapter: str | None
     params: dict[str, Any]
@@ -163,6 +164,8 @@ def load_project(project_path: str | Path = ".", env: str | None = None,
         return ProjectData(items=load("items", True), sequences=load("reviewer_sequences", True),
                            test_prompts=load("test_prompts", False),
                            fusion_model=load("fusion_model", ranker != "retriever"),
+                           retriever_mix=load("retriever_mix", ((params.get("recommend") or {}).get("retrieval") or {})
+                                              .get("quotas") == "learned"),
                            base_model=load("base_model", ranker == "fusion"), adapter=load("lora_adapter", ranker == "fusion"),
                            params=params, credentials=credentials or {},
                            title_priors=load("title_priors", ranker == "fusion"

@@ -85,7 +85,8 @@ class RecommenderService:
                             data.title_priors) if data.base_model else None
         history_size = int(prompts["history_size"])
         self.recommender: Recommender = build_recommender(evidence, data.fusion_model, params["recommend"],
-                                                          evaluation, source, history_size)
+                                                          evaluation, source, history_size,
+                                                          retriever_mix=data.retriever_mix)
         self.fallback: Recommender | None = None
         if self.recommender.llm is not None:  # the same retriever and evidence, the fusion fitted without the LLM
             cfg = self.recommender.config

@@ -6,6 +6,7 @@ import functools
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,11 +55,15 @@ def popularity(fitted: list[list[str]]) -> Counter:
 
 
 def cooccurrence(fitted: list[list[str]], window: int, rows: set[str] | None = None,
-                 cols: set[str] | None = None) -> dict[str, Counter]:
+                 cols: set[str] | None = None) -> Mapping[str, Mapping[str, int]]:
     """Count item pairs reviewed by the same reviewer within `window` positions (0: anywhere).
 
-    With `rows` (and `cols`), only counts[a][b] for a in rows (and b in cols) are kept (the same values): what
-    scoring known candidates after known histories needs, in memory that does not grow with the catalogue."""
+    Anywhere (window 0, every row): one sparse matrix (`counts.SparseCounts`), read as the same mapping. With
+    `rows` (and `cols`), only counts[a][b] for a in rows (and b in cols) are kept (the same values)."""
+    if window <= 0 and rows is None:
+        from .counts import SparseCounts  # noqa: PLC0415
+
+        return SparseCounts.from_sequences(fitted)
     counts: dict[str, Counter] = defaultdict(Counter)
     for seq in fitted:
         if rows is not None and rows.isdisjoint(seq):
@@ -82,9 +87,9 @@ def cooccurrence(fitted: list[list[str]], window: int, rows: set[str] | None = N
 def cooccurrence_ranking(history: list[str], cooc: dict[str, Counter], pop: Counter, exclude: set[str],
                          k: int) -> list[str]:
     """Top-k products by co-occurrence with the history (popularity breaks ties), skipping `exclude`."""
-    scores: Counter = Counter()
-    for h in history:
-        scores.update(cooc.get(h, {}))
+    from .counts import summed_counts  # noqa: PLC0415
+
+    scores = summed_counts(cooc, history)
     top = max(pop.values(), default=0) + 1.0
     ranked = sorted(scores, key=lambda a: (-(scores[a] + pop[a] / top), a))
     out = [a for a in ranked if a not in exclude][:k]

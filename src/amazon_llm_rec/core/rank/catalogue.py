@@ -41,7 +41,7 @@ def list_metrics(ranked: list[list[str]], targets: list[str], k: int) -> dict[st
 def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, evidence: Evidence,
                        fusion_model: dict[str, Any] | None, recommend: dict[str, Any], evaluation: dict[str, Any],
                        llm_source: dict[str, Any] | None, history_size: int, k: int, samples: int,
-                       seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+                       seed: int, retriever_mix: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank the whole catalogue for each test window with every method; return (predictions, metrics). Counts and
     SASRec are the `evidence`'s (the pipeline passes the test windows' evidence, which the protocols' baselines use)."""
     prefixes = prefixes_of(windows, sequences)
@@ -49,7 +49,7 @@ def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, evidence:
     targets = windows["target_asin"].tolist()
     bought = [set(p) for p in prefixes]
     cache: dict[str, Any] = {}
-    rec = build_recommender(evidence, fusion_model, recommend, evaluation, llm_source, history_size, cache)
+    rec = build_recommender(evidence, fusion_model, recommend, evaluation, llm_source, history_size, cache, retriever_mix)
     cfg = rec.config
     ranked: dict[str, list[list[str]]] = {}
     seconds: dict[str, float] = {}
@@ -87,7 +87,7 @@ def evaluate_catalogue(windows: pd.DataFrame, sequences: pd.DataFrame, evidence:
     recall_n = np.array([t in row for row, t in zip(retrieved, targets, strict=True)], dtype=float)
     metrics: dict[str, Any] = {
         "reviewers": len(windows), "k": k, "num_candidates": n, "ranker": cfg.ranker,
-        "retrieval_sources": cfg.sources, "exclude_bought": True,
+        "retrieval_sources": cfg.retrieval.sources, "retrieval_turns": rec.retriever.weights, "exclude_bought": True,
         "catalogue_size": len(rec.retriever.asins),
         f"retriever_recall@{n}": float(recall_n.mean()),
         f"retriever_recall@{n}_ci95": bootstrap_interval(recall_n, samples, seed),

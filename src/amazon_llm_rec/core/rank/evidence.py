@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -43,8 +44,9 @@ class Evidence:
         self.position = {a: i for i, a in enumerate(self.catalogue)}
         self.pop: Counter = baselines.popularity(fitted)
         self.embedding_model, self.sasrec_params = embedding_model, sasrec
-        self._cooc: dict[int, dict[str, Counter]] = {}
+        self._cooc: dict[int, Mapping[str, Mapping[str, int]]] = {}
         self._known: dict[str, np.ndarray] = {}
+        self._graphs: dict[tuple, Any] = {}
         logger.info("Evidence of %d fitted sequences over %d products in %.1f s", len(fitted), len(self.catalogue),
                     time.perf_counter() - start)
 
@@ -57,8 +59,9 @@ class Evidence:
                    evaluation.get("sasrec"))
 
     # -- counts -----------------------------------------------------------------------------------------------
-    def cooccurrence(self, window: int = 0) -> dict[str, Counter]:
-        """Co-occurrence counts of every pair within `window` positions (0: anywhere), counted once per window."""
+    def cooccurrence(self, window: int = 0) -> Mapping[str, Mapping[str, int]]:
+        """Co-occurrence counts of every pair within `window` positions (0: anywhere: one sparse matrix), counted once
+        per window."""
         if window not in self._cooc:
             start = time.perf_counter()
             self._cooc[window] = baselines.cooccurrence(self.fitted, window)
@@ -67,9 +70,30 @@ class Evidence:
         return self._cooc[window]
 
     @property
-    def cooc(self) -> dict[str, Counter]:
+    def cooc(self) -> Mapping[str, Mapping[str, int]]:
         """Co-occurrence anywhere in a sequence: what the features and the retriever read."""
         return self.cooccurrence(0)
+
+    @cached_property
+    def interactions(self) -> Any:
+        """The cut's binary reviewer x product matrix (scipy CSR, catalogue order)."""
+        from .graph import interactions  # noqa: PLC0415
+
+        return interactions(self.fitted, self.position)
+
+    def item_graph(self, name: str, params: dict[str, Any]) -> Any:
+        """An item-item model of the cut, fitted once per settings: `rp3beta` (sparse, its `alpha`, `beta`, `top_k`)
+        or `ease` (dense, its `l2`, refused above `max_items` products)."""
+        from . import graph  # noqa: PLC0415
+
+        key = (name, tuple(sorted(params.items())))
+        if key not in self._graphs:
+            if name == "rp3beta":
+                self._graphs[key] = graph.rp3beta(self.interactions, float(params["alpha"]), float(params["beta"]),
+                                                  int(params["top_k"]))
+            else:
+                self._graphs[key] = graph.ease(self.interactions, float(params["l2"]), int(params["max_items"]))
+        return self._graphs[key]
 
     @cached_property
     def by_popularity(self) -> list[str]:
@@ -124,6 +148,16 @@ class Evidence:
             h = h / (np.linalg.norm(h) + 1e-12)
             out.append(self.vectors(list(row)) @ h.astype(np.float32))
         return out
+
+    def embedding_index(self, config: Any) -> Any:
+        """The nearest-neighbour search over `matrix` (`ann.EmbeddingIndex`: exact below `config.min_items`
+        products, HNSW above), built once per settings."""
+        from .ann import EmbeddingIndex  # noqa: PLC0415
+
+        key = ("ann", config)
+        if key not in self._graphs:
+            self._graphs[key] = EmbeddingIndex(self.matrix, config)
+        return self._graphs[key]
 
     @cached_property
     def matrix(self) -> np.ndarray:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from . import fusion
-from .retrieval import Retriever
+from .retrieval import RetrievalConfig, Retriever
 
 if TYPE_CHECKING:
     from .evidence import Evidence
@@ -39,8 +39,7 @@ class RecommendConfig:
     history_size: int
     llm_batch_size: int
     llm_options_per_pass: int
-    sources: list[str]
-    cooccurrence_window: int
+    retrieval: RetrievalConfig
 
     @classmethod
     def from_params(cls, params: dict[str, Any], history_size: int) -> RecommendConfig:
@@ -51,22 +50,17 @@ class RecommendConfig:
         known = {"num_candidates", "k", "exclude_bought", "ranker", "llm_batch_size", "llm_options_per_pass",
                  "history_size"}
         extra = sorted(set(params) - known - {"reviewers", "evaluation", "shard", "chunk_size"})
-        extra += [f"retrieval.{k}" for k in sorted(set(retrieval) - {"sources", "cooccurrence_window"})]
         if extra:
             raise ConfigError(f"recommend: unknown parameter(s) {extra}; known: {sorted(known | {'retrieval'})}")
         missing = sorted((known - {"history_size"}) - set(params))
-        missing += [f"retrieval.{k}" for k in ("sources", "cooccurrence_window") if k not in retrieval]
         if missing:
             raise ConfigError(f"recommend: missing parameter(s) {missing} (conf/base/parameters_recommend.yml)")
         cfg = cls(**{k: params[k] for k in known - {"history_size"}}, history_size=params.get("history_size", history_size),
-                  sources=list(retrieval["sources"]), cooccurrence_window=retrieval["cooccurrence_window"])
+                  retrieval=RetrievalConfig.from_params(retrieval))
         for name in ("num_candidates", "k", "llm_batch_size", "llm_options_per_pass", "history_size"):
             value = getattr(cfg, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"recommend.{name} must be a positive integer, got {value!r}")
-        if not isinstance(cfg.cooccurrence_window, int) or cfg.cooccurrence_window < 0:
-            raise ConfigError(f"recommend.retrieval.cooccurrence_window must be an integer >= 0, "
-                              f"got {cfg.cooccurrence_window!r}")
         if not isinstance(cfg.exclude_bought, bool):
             raise ConfigError(f"recommend.exclude_bought must be true or false, got {cfg.exclude_bought!r}")
         if cfg.ranker not in RANKERS:
@@ -235,14 +229,15 @@ def load_llm(llm_source: dict[str, Any] | None, evaluation: dict[str, Any], cfg:
 
 def build_recommender(evidence: Evidence, fusion_model: dict[str, Any] | None, recommend: dict[str, Any],
                       evaluation: dict[str, Any], llm_source: dict[str, Any] | None, history_size: int,
-                      cache: dict[str, Any] | None = None) -> Recommender:
+                      cache: dict[str, Any] | None = None, retriever_mix: dict[str, Any] | None = None) -> Recommender:
     """Assemble a `Recommender` on one data cut's `Evidence` from the parameters.
 
     `llm_source`: {base_model, adapter, instruction, title_score, priors} when the ranker uses the LLM; `cache` keeps
-    the LLM between calls."""
+    the LLM between calls; `retriever_mix`: the sources' turns learned on validation windows (`quotas: learned`)."""
     cache = {} if cache is None else cache
     cfg = RecommendConfig.from_params(recommend, history_size)
     model = (fusion_model or {}).get(cfg.ranker) if cfg.ranker != "retriever" else None
-    retriever = Retriever(evidence, cfg.sources, cfg.cooccurrence_window)
+    learned = retriever_mix["weights"] if retriever_mix and cfg.retrieval.quotas == "learned" else None
+    retriever = Retriever(evidence, cfg.retrieval, learned)
     llm = load_llm(llm_source, evaluation, cfg, cache) if model and "llm" in model["features"] else None
     return Recommender(retriever, cfg, fusion_model, llm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from ...core.llm.training import check_recipe, completion_text
 from ...core.metrics import method_metrics, paired_bootstrap
 from ...core.rank import baselines, catalogue, fusion, recommender
 from ...core.rank.evidence import Evidence
+from ...core.rank.fusion import prefixes_of
+from ...core.rank.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -280,10 +283,28 @@ def score_fusion(test_features: pd.DataFrame, llm_predictions: pd.DataFrame, tes
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "protocol"])
 
 
+def fit_retriever_mix(validation_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame,
+                      validation_evidence: Evidence, recommend: dict[str, Any], prompts: dict[str, Any]) -> dict[str, Any]:
+    """Learn the retriever's turns per source on the validation windows (recall@N of the true product, each
+    reviewer's earlier purchases left out), on the validation windows' evidence, as the fusion is fitted: never on
+    test windows (under leave_last_out that evidence keeps other reviewers' whole sequences, see docs/parameters.md)."""
+    from ...core.rank.retrieval import learn_quotas  # noqa: PLC0415
+
+    cfg = recommender.RecommendConfig.from_params(recommend, int(prompts["history_size"]))
+    windows = validation_prompts.drop_duplicates(["reviewer_id", "position"]).reset_index(drop=True)
+    cap = cfg.retrieval.learn_max_windows
+    windows = windows if cap is None else windows.iloc[: int(cap)]
+    retriever = Retriever(validation_evidence, replace(cfg.retrieval, quotas=None))
+    histories = [list(h)[-cfg.history_size:] for h in windows["history_asins"]]
+    bought = [set(p) if cfg.exclude_bought else set() for p in prefixes_of(windows, reviewer_sequences)]
+    return learn_quotas(retriever, histories, windows["target_asin"].tolist(), bought, cfg.num_candidates,
+                        cfg.retrieval.learn_step)
+
+
 def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, test_evidence: Evidence,
-                       fusion_model: dict[str, Any], base_model: str, lora_adapter: str, title_priors: pd.DataFrame,
-                       recommend: dict[str, Any], evaluation: dict[str, Any],
-                       prompts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+                       fusion_model: dict[str, Any], retriever_mix: dict[str, Any], base_model: str,
+                       lora_adapter: str, title_priors: pd.DataFrame, recommend: dict[str, Any],
+                       evaluation: dict[str, Any], prompts: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank the whole catalogue for the test reviewers: the two-stage recommender against full-catalogue baselines,
     on the test windows' evidence (the counts and SASRec the protocols' baselines used)."""
     params = recommend["evaluation"]
@@ -294,7 +315,7 @@ def evaluate_catalogue(test_prompts: pd.DataFrame, reviewer_sequences: pd.DataFr
     return catalogue.evaluate_catalogue(
         windows.reset_index(drop=True), reviewer_sequences, test_evidence, fusion_model, recommend, evaluation,
         recommender.llm_source(base_model, lora_adapter, prompts, evaluation, title_priors), int(prompts["history_size"]),
-        int(params["k"]), int(evaluation["bootstrap_samples"]), int(evaluation["seed"]))
+        int(params["k"]), int(evaluation["bootstrap_samples"]), int(evaluation["seed"]), retriever_mix)
 
 
 def export_merged_model(validation_prompts: pd.DataFrame, base_model: str, lora_adapter: str,

@@ -33,7 +33,7 @@ def select_reviewers(reviewer_sequences: pd.DataFrame, recommend: dict[str, Any]
 
 
 def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusion_model: dict[str, Any],
-                    base_model: str, lora_adapter: str, title_priors: pd.DataFrame, recommend: dict[str, Any],
+                    retriever_mix: dict[str, Any], base_model: str, lora_adapter: str, title_priors: pd.DataFrame, recommend: dict[str, Any],
                     evaluation: dict[str, Any], prompts: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Top-k per selected reviewer of this shard (`recommend.shard`), counts fitted on every sequence."""
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -44,7 +44,7 @@ def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusio
                         evaluation["sasrec"])
     rec = build_recommender(evidence, fusion_model, recommend, evaluation,
                             llm_source(base_model, lora_adapter, prompts, evaluation, title_priors),
-                            int(prompts["history_size"]))
+                            int(prompts["history_size"]), retriever_mix=retriever_mix)
     chunk = int(recommend["chunk_size"])
     if chunk < 1:
         raise ConfigError(f"recommend.chunk_size must be a positive integer, got {chunk}")

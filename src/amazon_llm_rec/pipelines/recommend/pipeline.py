@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 recommend_batch,
-                ["reviewer_sequences", "items", "fusion_model", "base_model", "lora_adapter", "title_priors",
+                ["reviewer_sequences", "items", "fusion_model", "retriever_mix", "base_model", "lora_adapter", "title_priors",
                  "params:recommend", "params:evaluation", "params:prompts"],
                 "recommendation_shards",
                 name="recommend_batch",
