@@ -294,12 +294,14 @@ def test_bm25_and_embedding_rank_the_title_like_the_history_first(hand_made):
         _baselines(test, seqs, seed=0, baselines=["itemknn"])
 
 
-def test_sasrec_learns_a_sequential_pattern():
+@pytest.mark.parametrize("loss", [{"loss": "bce"}, {"loss": "softmax"}, {"loss": "softmax", "softmax_negatives": 8}])
+def test_sasrec_learns_a_sequential_pattern(loss):
     from amazon_llm_rec.core.rank.sasrec import SASRecConfig, fit_sasrec
 
     # 300 reviewers walk a ring of 40 products in order; after ..., P7, P8 comes P9.
     seqs = [[f"P{(s + i) % 40}" for i in range(8)] for s in range(300)]
-    fitted = fit_sasrec(seqs, SASRecConfig.from_params(base_params("evaluation", sasrec={"epochs": 15, "dropout": 0.2, "max_len": 10})["sasrec"]))
+    fitted = fit_sasrec(seqs, SASRecConfig.from_params(base_params("evaluation", sasrec={
+        "epochs": 15, "dropout": 0.2, "max_len": 10, "patience": None, **loss})["sasrec"]))
     assert fitted.losses[-1] < fitted.losses[0] / 2
     prefixes = [[f"P{(s + i) % 40}" for i in range(5)] for s in range(40)]
     cands = [[f"P{(s + 5) % 40}", f"P{(s + 20) % 40}", f"P{(s + 30) % 40}", "unseen"] for s in range(40)]

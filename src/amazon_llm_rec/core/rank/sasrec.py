@@ -202,7 +202,7 @@ def _softmax_loss(model: SASRec, h: torch.Tensor, pos: torch.Tensor, negatives: 
     if negatives is None:
         logits = h @ model.items.weight[1:].T  # [N, V]: item i is column i - 1
         return nn.functional.cross_entropy(logits, pos - 1)
-    neg = torch.from_numpy(rng.integers(1, vocab_size + 1, size=negatives))
+    neg = torch.from_numpy(rng.choice(np.arange(1, vocab_size + 1), size=min(negatives, vocab_size), replace=False))
     pos_logit = (h * model.items(pos)).sum(-1, keepdim=True)
     neg_logit = h @ model.items(neg).T
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))
@@ -244,11 +244,20 @@ def fit_sasrec(sequences: list[list[str]], cfg: SASRecConfig, progress: bool = T
     usable = [[index[a] for a in s] for s in sequences if len(s) >= 2]  # noqa: PLR2004
     if not usable:
         raise ValueError("SASRec needs at least one sequence of two or more items")
+    logits_gib = cfg.batch_size * cfg.max_len * len(vocab) * 4 / 2**30
+    if cfg.loss == "softmax" and cfg.softmax_negatives is None and logits_gib > 2:  # noqa: PLR2004
+        from ..errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(f"evaluation.sasrec.softmax_negatives: a softmax over all {len(vocab):,} items needs "
+                          f"{logits_gib:.1f} GiB of logits a batch; set it (e.g. 256 shared negatives) or lower "
+                          "evaluation.sasrec.batch_size")
     held: list[tuple[list[int], int]] = []
     held_candidates = None
-    if cfg.patience is not None:  # the last item of long enough sequences is held out for early stopping
-        held = [(s[:-1], s[-1]) for s in usable if len(s) >= 3][: cfg.validation_users]  # noqa: PLR2004
-        usable = [s[:-1] if len(s) >= 3 else s for s in usable]  # noqa: PLR2004
+    if cfg.patience is not None:  # the last item of up to validation_users sequences (3 or more) is held out
+        chosen = [i for i, s in enumerate(usable) if len(s) >= 3][: cfg.validation_users]  # noqa: PLR2004
+        held = [(usable[i][:-1], usable[i][-1]) for i in chosen]
+        for i in chosen:  # only these lose their last item; every other sequence trains whole
+            usable[i] = usable[i][:-1]
         held_candidates = _held_out_candidates(held, len(vocab), cfg.validation_candidates, rng)
     # Inputs are s[:-1], positives s[1:], both cut to the last max_len positions (as the reference code).
     inputs = _left_pad([s[:-1] for s in usable], cfg.max_len)
