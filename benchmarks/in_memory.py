@@ -13,7 +13,7 @@ def items_and_sequences(raw: dict[str, Any], processing: dict[str, Any]) -> tupl
     """Raw files -> clean items and time-ordered reviewer sequences, as the data_processing pipeline makes them."""
     files = dp.locate_raw_files(raw)
     reviews, _ = dp.read_reviews(dp.parse_reviews(files, raw), raw)  # engine tables, lazy
-    meta, _ = dp.read_metadata(files, reviews, raw)
+    meta, _ = dp.read_metadata(files, reviews, raw, processing)
     items, _ = dp.clean_items(meta, processing)
-    interactions, _ = dp.build_interactions(reviews, items, processing)
-    return items, dp.build_sequences(interactions).to_pyarrow().to_pandas()
+    interactions, _ = dp.build_interactions(reviews, meta, processing)
+    return items.to_pyarrow().to_pandas(), dp.build_sequences(interactions).to_pyarrow().to_pandas()

@@ -126,11 +126,15 @@ def test_tracking_writes_under_the_project_from_any_directory_and_is_off_with_on
         session.run(pipeline_names=["data_processing"])
     assert not (project / "mlruns").exists() and not (elsewhere / "mlruns").exists()
     with _session(project) as session:
-        session.run(pipeline_names=["data_processing"])
+        session.run(pipeline_names=["data_processing"])  # in mlflow.yml's disable_tracking.pipelines
+    assert not (project / "mlruns").exists(), "data_processing is not tracked"
+    with _session(project) as session:
+        session.run(pipeline_names=["prompt_engineering"])
     assert mlflow.active_run() is None and not (elsewhere / "mlruns").exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("amazon_llm_rec").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.params["raw.category"] == base_params("raw")["category"]
+    history = str(base_params("prompts")["history_size"])
+    assert run.info.status == "FINISHED" and run.data.params["prompts.history_size"] == history
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(project / "mlruns")
 
 

@@ -101,7 +101,7 @@ class TrackingHooks:
         from .core.llm.training import world  # noqa: PLC0415
 
         tracking = self._context.params.get("tracking") if self._context is not None else None
-        if not tracking or not tracking.get("enabled") or world()[0] != 0:
+        if not tracking or not tracking.get("enabled") or world()[0] != 0 or self._untracked(run_params):
             return
         import mlflow  # noqa: PLC0415
         from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook  # noqa: PLC0415
@@ -117,6 +117,19 @@ class TrackingHooks:
         if inner._is_mlflow_enabled:  # noqa: SLF001 - kedro-mlflow's own switch (its disable_tracking.pipelines)
             self._inner = inner
             logger.info("Tracking this run in MLflow (%s)", inner.mlflow_config.server.mlflow_tracking_uri)
+
+    def _untracked(self, run_params: dict[str, Any]) -> bool:
+        """kedro-mlflow's own rule (mlflow.yml: tracking.disable_tracking.pipelines), read before MLflow is imported:
+        a run of only such pipelines (data_processing: counts, no metrics) does not pay MLflow's seconds of start-up."""
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        try:
+            disabled = self._context.config_loader["mlflow"]["tracking"]["disable_tracking"]["pipelines"] or []
+        except KeyError:
+            return False
+        if all(name in disabled for name in names):
+            logger.info("Not tracked in MLflow: pipeline(s) %s are in mlflow.yml's disable_tracking.pipelines", names)
+            return True
+        return False
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:

@@ -49,11 +49,11 @@ def _reviews(files, raw=RAW):
 
 def _run(files, proc=PROC, raw=RAW):
     reviews, c1 = _reviews(files, raw)
-    meta, c2 = nodes.read_metadata(files, reviews, raw)
+    meta, c2 = nodes.read_metadata(files, reviews, raw, proc)
     items, c3 = nodes.clean_items(meta, proc)
-    inter, c4 = nodes.build_interactions(reviews, items, proc)
+    inter, c4 = nodes.build_interactions(reviews, meta, proc)
     seq = _df(nodes.build_sequences(inter))
-    return _df(reviews), items, _df(inter), seq, nodes.summarize_counts(c1, c2, c3, c4)
+    return _df(reviews), _df(items), _df(inter), seq, nodes.summarize_counts(c1, c2, c3, c4)
 
 
 @pytest.fixture
@@ -181,9 +181,9 @@ def test_titles_recovered_from_duplicate_rows_and_brand_category(tmp_path):
             {"asin": "P2", "title": "", "brand": ""}]
     meta += [{"asin": f"P{i}", "title": f"Flask {i}"} for i in (3, 4)]
     reviews_df, c1 = _read(_write(tmp_path, reviews, meta), RAW)
-    meta_df, _ = nodes.read_metadata({"meta": str(tmp_path / "meta_Cat.json.gz")}, reviews_df, RAW)
-    items, counts = nodes.clean_items(meta_df, PROC)
-    titles = items.set_index("asin")["title"]
+    meta, _ = nodes.read_metadata({"meta": str(tmp_path / "meta_Cat.json.gz")}, reviews_df, RAW, PROC)
+    items, counts = nodes.clean_items(meta, PROC)
+    titles = _df(items).set_index("asin")["title"]
     assert titles["P0"] == "Beaker Set" and titles["P1"] == "Conde Fashion Style"
     assert "P2" not in titles.index
     assert counts["titles_recovered_from_duplicate_rows"] == 1
@@ -251,7 +251,7 @@ def test_a_list_of_categories_is_read_mixed_with_counts_added_up():
     assert counts["review_lines_read"] == sum(c["review_lines_read"] for _, c in single.values())
     assert counts["reviews_kept"] == len(mixed) <= sum(len(df) for df, _ in single.values())
     assert set(mixed["asin"]) == set(single["Gift_Cards"][0]["asin"]) | set(single["Magazine_Subscriptions"][0]["asin"])
-    meta, mc = nodes.read_metadata(files, mixed_table, base)
-    assert mc["meta_lines_read"] > 1547 and set(meta["asin"]) <= set(mixed["asin"])
+    meta, mc = nodes.read_metadata(files, mixed_table, base, PROC)
+    assert mc["meta_lines_read"] > 1547 and set(_df(meta)["asin"]) <= set(mixed["asin"])
     with pytest.raises(ConfigError, match="empty list"):
         nodes.locate_raw_files({**base, "category": []})

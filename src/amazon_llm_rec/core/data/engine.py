@@ -11,7 +11,9 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,8 +106,10 @@ def _pyspark(settings: dict[str, Any]) -> Any:
         raise ConfigError(
             "raw.engine is 'pyspark' but PySpark is not installed: `pip install -e '.[spark]'` (needs Java 17)"
         ) from exc
-    builder = SparkSession.builder.master(str(settings.get("master") or "local[*]"))
-    builder = builder.appName(str(settings.get("app_name") or "amazon-llm-rec"))
+    master = str(settings.get("master") or "local[*]")
+    builder = SparkSession.builder.master(master).appName(str(settings.get("app_name") or "amazon-llm-rec"))
+    if master.startswith("local"):  # the title-cleaning UDFs run in Python workers: this interpreter, with this package
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # (a cluster's workers need `pip install amazon-llm-rec`)
     for key, value in {**SPARK_DEFAULTS, **(settings.get("config") or {})}.items():
         builder = builder.config(key, str(value))
     session = builder.getOrCreate()

@@ -6,11 +6,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from ...core.data import engine, raw_io, synthetic
+from ...core.data import engine, raw_io, synthetic, text_udfs
 from ...core.data.raw_io import RawFile, write_json_lines
-from ...core.data.text import clean_title, leaf_category
 from ...core.errors import ConfigError, EmptyFilterError
 
 if TYPE_CHECKING:
@@ -118,75 +115,80 @@ def count_reviews_kept(reviews: ir.Table, review_counts: dict[str, int]) -> dict
     return {"reviews_duplicate_pairs": int(review_counts["reviews_verified"]) - kept, "reviews_kept": kept}
 
 
-def read_metadata(raw_files: dict[str, Any], reviews: ir.Table, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Read title, brand and categories of the reviewed products (one row per metadata line) on the data engine."""
+def read_metadata(
+    raw_files: dict[str, Any], reviews: ir.Table, raw: dict[str, Any], processing: dict[str, Any]
+) -> tuple[ir.Table, dict[str, int]]:
+    """The reviewed products' metadata rows, each title cleaned on the data engine (lazy: written once when saved).
+
+    Columns: asin, title (raw), brand, category_path (its labels cleaned, joined by " > "), clean (the cleaned title,
+    "" when unusable), backup (the cleaned "<brand> <leaf category>") and `_order` (file, then line)."""
+    import ibis  # noqa: PLC0415
+
     con = _engine(raw)
-    frames, total = [], {}
+    tables, total = [], {}
     wanted = reviews.select("asin").distinct()
-    for path in _paths(raw_files["meta"]):
-        df, counts = _read_metadata_file(con, path, wanted, raw)
-        frames.append(df)
+    for number, path in enumerate(_paths(raw_files["meta"])):
+        table, counts = _read_metadata_file(con, path, wanted, raw)
+        tables.append(table.mutate(_order=table._line + ibis.literal(number << 40, "int64")).drop("_line"))
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
-    return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), total
+    rows = tables[0] if len(tables) == 1 else ibis.union(*tables)
+    return text_udfs.clean_metadata_rows(rows, processing["title_cleaning"], int(processing["max_title_words"])), total
 
 
-def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    t = raw_io.open_raw(con, path, raw_io.META_FIELDS)
+def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    t = raw_io.open_raw(con, path, raw_io.META_FIELDS, line_numbers=True)
     stats = raw_io.fetch_rows(t.aggregate(**raw_io.line_stats(t)), path)[0]
     rows, bad = raw_io.report_bad_lines(con, path, stats["rows"], stats["bad"], raw.get("on_bad_lines", "warn"))
     m = t.filter(~t._bad).drop("_bad")
     m = m.mutate(brand=m.brand.fill_null("")).filter(m.asin.isin(wanted.asin))
-    df = m.to_pyarrow().to_pandas()
-    df["categories"] = df["categories"].apply(lambda c: [] if c is None else list(c))
-    counts = {"meta_lines_read": rows, "meta_bad_lines": bad, "meta_rows_for_reviewed_products": len(df)}
+    counts = {"meta_lines_read": rows, "meta_bad_lines": bad}
     logger.info("Metadata from %s: %s", path, counts)
-    return df, counts
+    return m, counts
 
 
-def clean_items(meta: pd.DataFrame, processing: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Clean titles; fill missing ones from duplicate metadata rows, then brand and category; drop the rest."""
-    mode, max_words = processing["title_cleaning"], processing["max_title_words"]
-    fill = processing.get("fill_missing_titles", True)
-    meta = meta.assign(clean=[clean_title(t, mode, max_words) for t in meta["title"]])
-    usable = meta[meta["clean"].str.len() > 0]
-    first_usable = usable.groupby("asin", sort=False)["clean"].first()
-    items = meta.groupby("asin", sort=True).agg(
-        raw_title=("title", "first"), brand=("brand", "first"), categories=("categories", "first")
+def _titled(raw_items: ir.Table, fill: bool) -> ir.Table:
+    """One row a product with metadata: its first usable cleaned title (file order), else the backup when `fill`."""
+    t = raw_items
+    usable = t.clean != ""
+    per = t.group_by("asin").aggregate(
+        first_usable=t.clean.argmin(t._order, where=usable),
+        raw_title=t.title.argmin(t._order, where=t.title.notnull()),
+        brand=t.brand.argmin(t._order),
+        categories=t.category_path.argmin(t._order),
+        backup=t.backup.argmin(t._order),
+        unusable_rows=(~usable).cast("int64").sum(),
     )
-    items["title"] = first_usable.reindex(items.index)
-    some_unusable = meta.loc[meta["clean"].str.len() == 0, "asin"].unique()
-    from_duplicates = int(items.loc[items.index.isin(some_unusable), "title"].notna().sum())
-    missing = items["title"].isna()
-    filled = 0
-    if fill:
-        backup = [
-            clean_title(f"{b} {leaf_category(c)}".strip(), mode, max_words)
-            for b, c in zip(items.loc[missing, "brand"], items.loc[missing, "categories"], strict=True)
-        ]
-        items.loc[missing, "title"] = [b or None for b in backup]
-        filled = int(sum(bool(b) for b in backup))
-    dropped = int(items["title"].isna().sum())
-    items = items.dropna(subset=["title"]).reset_index()
-    items["categories"] = items["categories"].apply(lambda c: " > ".join(leaf_category([x]) for x in c))
-    counts = {
-        "items_with_metadata": int(len(items) + dropped),
-        "titles_recovered_from_duplicate_rows": from_duplicates,
-        "titles_filled_from_brand_and_category": filled,
-        "items_dropped_without_usable_title": dropped,
-        "items_kept": len(items),
-    }
-    logger.info("Title cleaning (%s): %s", mode, counts)
-    if items.empty:
-        raise EmptyFilterError(f"title cleaning ({mode!r}) left no product with a usable title ({counts})")
-    return items[["asin", "title", "brand", "categories", "raw_title"]], counts
+    return per.mutate(title=per.first_usable.coalesce(per.backup.nullif("")) if fill else per.first_usable)
 
 
-def build_interactions(reviews: ir.Table, items: pd.DataFrame, processing: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
-    """Join reviews with clean items and keep reviewers with at least `min_products` products (on the engine)."""
+def clean_items(raw_items: ir.Table, processing: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """One row a product: its first usable title; missing ones from duplicate rows, then brand and category (lazy)."""
+    fill = bool(processing.get("fill_missing_titles", True))
+    per = _titled(raw_items, fill)
+    stats = per.aggregate(
+        items_with_metadata=per.count(),
+        titles_recovered_from_duplicate_rows=(per.first_usable.notnull() & (per.unusable_rows > 0)).cast("int64").sum(),
+        titles_filled_from_brand_and_category=(per.first_usable.isnull() & per.title.notnull()).cast("int64").sum(),
+        items_kept=per.title.notnull().cast("int64").sum(),
+    ).to_pyarrow().to_pylist()[0]
+    rows = int(raw_items.count().to_pyarrow().as_py())
+    counts = {"meta_rows_for_reviewed_products": rows, **{k: int(v or 0) for k, v in stats.items()}}
+    counts["items_dropped_without_usable_title"] = counts["items_with_metadata"] - counts["items_kept"]
+    logger.info("Title cleaning (%s): %s", processing["title_cleaning"], counts)
+    if not counts["items_kept"]:
+        raise EmptyFilterError(f"title cleaning ({processing['title_cleaning']!r}) left no product with a usable title ({counts})")
+    kept = per.filter(per.title.notnull())
+    return kept.select("asin", "title", "brand", "categories", "raw_title").order_by("asin"), counts
+
+
+def build_interactions(reviews: ir.Table, raw_items: ir.Table, processing: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
+    """Keep the reviews of products with a usable title (as `clean_items` keeps them) and the reviewers with at least
+    `min_products` such products (on the engine)."""
     import ibis  # noqa: PLC0415
 
     min_products = int(processing["min_products"])
-    titled = ibis.memtable(pd.DataFrame({"asin": items["asin"].astype(str)}))
+    titled = _titled(raw_items, bool(processing.get("fill_missing_titles", True)))
+    titled = titled.filter(titled.title.notnull())
     joined = reviews.filter(reviews.asin.isin(titled.asin))
     counted = joined.mutate(_n=joined.asin.count().over(group_by="reviewer_id"))
     kept = counted.filter(counted._n >= min_products).drop("_n")

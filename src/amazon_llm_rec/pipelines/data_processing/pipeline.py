@@ -25,14 +25,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(count_reviews_kept, ["verified_reviews", "review_counts"], "kept_counts", name="count_reviews_kept"),
             Node(
                 read_metadata,
-                ["raw_files", "verified_reviews", "params:raw"],
+                ["raw_files", "verified_reviews", "params:raw", "params:processing"],
                 ["raw_items", "meta_counts"],
                 name="read_metadata",
             ),
             Node(clean_items, ["raw_items", "params:processing"], ["items", "item_counts"], name="clean_items"),
             Node(
                 build_interactions,
-                ["verified_reviews", "items", "params:processing"],
+                ["verified_reviews", "raw_items", "params:processing"],
                 ["interactions", "interaction_counts"],
                 name="build_interactions",
             ),

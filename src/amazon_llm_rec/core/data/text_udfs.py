@@ -1,0 +1,108 @@
+"""Title cleaning inside the data engine: `core.data.text`'s Arrow kernels as Ibis pyarrow UDFs.
+
+DuckDB and PySpark (>= 3.5) both run them on Arrow batches, so the metadata rows stream through the engine and only
+the cleaned tables are written: no product-sized table passes through pandas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+
+def _whole(values):
+    """A ChunkedArray (some engines hand one) as one Array."""
+    return values.combine_chunks() if hasattr(values, "combine_chunks") else values
+
+
+def _labels_by_row(categories):
+    """Each label of each category list, cleaned (`leaf_category` of it), with its row number."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    from .text import leaf_labels_arrow  # noqa: PLC0415
+
+    rows = pc.list_parent_indices(categories).to_numpy(zero_copy_only=False)
+    return leaf_labels_arrow(pc.list_flatten(categories)), rows
+
+
+def category_paths_arrow(categories):
+    """Each category list's labels cleaned (`leaf_category` of each) and joined by " > "; "" for none."""
+    from .text import join_per_row  # noqa: PLC0415
+
+    categories = _whole(categories)
+    labels, rows = _labels_by_row(categories)
+    return join_per_row(rows, labels, len(categories), sep=" > ")
+
+
+def backup_titles_arrow(brands, categories, mode: str, max_words: int):
+    """`clean_title("<brand> <leaf category>")` of each row: the title used when no metadata row has a usable one."""
+    import numpy as np  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    from .text import clean_titles_arrow, join_per_row  # noqa: PLC0415
+
+    categories = _whole(categories)
+    labels, rows = _labels_by_row(categories)
+    last = np.ones(len(rows), dtype=bool)
+    last[:-1] = rows[1:] != rows[:-1]  # the last label of each row
+    leaf = join_per_row(rows[last], labels.filter(pa.array(last)), len(categories))
+    joined = pc.binary_join_element_wise(pc.fill_null(_whole(brands), ""), leaf, " ")
+    return clean_titles_arrow(joined, mode, max_words)
+
+
+def _engine_udf(backend_name: str, name: str, signature: tuple, fn):
+    """`fn` (one or two Arrow arrays in, an Arrow array out) as an Ibis UDF that the engine runs on batches: a pyarrow
+    UDF on DuckDB, a pandas (Arrow-batched) UDF on PySpark, whose pyarrow UDFs are called row by row."""
+    import ibis  # noqa: PLC0415
+
+    types = signature[0]
+    if backend_name == "pyspark":
+        def call(*series):
+            import pandas as pd  # noqa: PLC0415
+            import pyarrow as pa  # noqa: PLC0415
+
+            arrays = [pa.array(x.tolist(), type=t.to_pyarrow()) for x, t in zip(series, types, strict=True)]
+            return pd.Series(fn(*arrays).to_pylist(), index=series[0].index, dtype=object)
+        make = ibis.udf.scalar.pandas
+    else:
+        def call(*arrays):
+            return fn(*map(_whole, arrays))
+        make = ibis.udf.scalar.pyarrow
+    # Ibis names the UDF's arguments from its signature: one wrapper per arity
+    if len(types) == 1:
+        def one(a):
+            return call(a)
+        return make(name=name, signature=signature)(one)
+
+    def two(a, b):
+        return call(a, b)
+    return make(name=name, signature=signature)(two)
+
+
+def clean_metadata_rows(rows: ir.Table, mode: str, max_words: int) -> ir.Table:
+    """Add `clean` (the cleaned title), `backup` and `category_path` to metadata rows (asin, title, brand,
+    categories); drop the raw category lists."""
+    import ibis  # noqa: PLC0415
+    import ibis.expr.datatypes as dt  # noqa: PLC0415
+
+    from .engine import engine_name  # noqa: PLC0415
+    from .text import clean_titles_arrow  # noqa: PLC0415
+
+    if mode not in {"paper", "light"}:
+        raise ValueError(f"processing.title_cleaning must be 'paper' or 'light', got {mode!r}")
+    suffix, engine = f"{mode}_{int(max_words)}", engine_name(rows.get_backend())
+    labels = dt.Array(dt.string)
+    clean = _engine_udf(engine, f"clean_title_{suffix}", ((dt.string,), dt.string),
+                        lambda titles: clean_titles_arrow(titles, mode, max_words))
+    backup = _engine_udf(engine, f"backup_title_{suffix}", ((dt.string, labels), dt.string),
+                         lambda brands, categories: backup_titles_arrow(brands, categories, mode, max_words))
+    path = _engine_udf(engine, "category_path", ((labels,), dt.string), category_paths_arrow)
+    # the engines skip a UDF on NULL input (NULL out): missing fields are passed as empty values
+    title = rows.title.fill_null("")
+    brand = rows.brand.fill_null("")
+    categories = rows.categories.fill_null(ibis.literal([], type=labels))
+    out = rows.mutate(clean=clean(title), backup=backup(brand, categories), category_path=path(categories))
+    return out.drop("categories")
