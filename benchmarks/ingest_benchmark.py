@@ -1,4 +1,4 @@
-"""Ingestion at scale: the data_processing pipeline (DuckDB through Ibis) against pandas, side by side.
+"""Ingestion at scale: the data_processing pipeline (DuckDB through Ibis) against polars and pandas, side by side.
 
 Writes raw files in the published Amazon Review 2018 format (gzip JSON lines: reviews with every
 field and a review text, metadata with description, also_buy, price; the usual mess: unverified
@@ -8,9 +8,15 @@ runs, each in a fresh process whose peak resident memory (the whole process tree
 
 - ours:   `kedro run --pipeline=data_processing` on those files (a scratch copy of conf/, DuckDB, memory_limit
           from parameters_data_processing.yml), reviewer sequences written to Parquet;
-- pandas: `pd.read_json(lines=True)` of both files plus the same filters (verified, complete, dedup,
-          reviewed products' metadata, the project's own title cleaning, min 5 products, sequences), when
-          its predicted peak (linear in the size, from the first size run) fits `--pandas-max-gb`;
+- polars: `pl.scan_ndjson` of both files (only the fields used), the same filters lazily (verified, complete,
+          dedup, reviewed products' metadata, the project's Arrow title cleaning on polars' batches, first usable
+          title else brand + category, min 5 products, sequences), `sink_parquet` (the streaming engine);
+- pandas: `pd.read_json(lines=True)` of both files plus the same filters (the project's `clean_title` row by
+          row), when its predicted peak (linear in the size, from the first size run) fits `--pandas-max-gb`.
+
+Each side's whole process is timed (`*_s`: start-up and imports included) and so is its own work
+(`*_pipeline_s`: Kedro's "Pipeline execution completed in" for ours, the scripts' time after their imports for the
+others). The polars and pandas sides must keep the same reviewers as ours, or the benchmark stops.
 
 then prompt_engineering on our outputs, and the count baselines (random, popularity, co-occurrence) on its
 test prompts with counts fitted on every sequence (`--steps` picks).
@@ -18,7 +24,7 @@ test prompts with counts fitted on every sequence (`--steps` picks).
 The files hold no malformed JSON lines: pandas' read_json stops at the first one (ours counts and skips
 them: tests/pipelines/test_data_processing.py).
 
-    python benchmarks/ingest_benchmark.py --sizes 1M,5M,20M --workdir /tmp/ingest --out benchmarks/reported/ingest
+    python benchmarks/ingest_benchmark.py --sizes 1M,3M,5M,20M --workdir /tmp/ingest --out benchmarks/reported/ingest
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CATEGORY = "Scale_Bench"
@@ -117,8 +125,9 @@ PANDAS_SCRIPT = r"""
 import sys, time, json
 import pandas as pd
 sys.path.insert(0, {src!r})
-from amazon_llm_rec.pipelines.data_processing.nodes import clean_items
-reviews_path, meta_path, out = sys.argv[1:4]
+from amazon_llm_rec.core.data.text import clean_title, leaf_category
+reviews_path, meta_path, out, mode, max_words, min_products = sys.argv[1:7]
+max_words, min_products = int(max_words), int(min_products)
 t0 = time.perf_counter()
 r = pd.read_json(reviews_path, lines=True, compression="gzip")
 r = r[r["reviewerID"].notna() & r["asin"].notna() & r["unixReviewTime"].notna()]
@@ -127,15 +136,60 @@ dedup = r.groupby(["reviewerID", "asin"], as_index=False)["unixReviewTime"].min(
 del r
 m = pd.read_json(meta_path, lines=True, compression="gzip")
 m = m[m["asin"].isin(dedup["asin"].unique())]
-meta = pd.DataFrame({{"asin": m["asin"], "title": m.get("title"), "brand": m.get("brand", "").fillna(""),
-                     "categories": m["category"].map(lambda c: c if isinstance(c, list) else [])}})
-items, _ = clean_items(meta, {{"title_cleaning": "light", "max_title_words": 16, "fill_missing_titles": True}})
+m = pd.DataFrame({{"asin": m["asin"], "title": m.get("title"), "brand": m.get("brand", "").fillna(""),
+                  "categories": m["category"].map(lambda c: c if isinstance(c, list) else [])}})
+# the project's own title cleaning, row by row, then the first usable title of each product (else brand + category)
+m["clean"] = [clean_title(t, mode, max_words) for t in m["title"]]
+items = m.groupby("asin", sort=True).agg(brand=("brand", "first"), categories=("categories", "first"))
+items["title"] = m[m["clean"].str.len() > 0].groupby("asin", sort=False)["clean"].first().reindex(items.index)
+missing = items["title"].isna()
+items.loc[missing, "title"] = [clean_title(f"{{b}} {{leaf_category(c)}}".strip(), mode, max_words) or None
+                               for b, c in zip(items.loc[missing, "brand"], items.loc[missing, "categories"])]
+items = items.dropna(subset=["title"]).reset_index()
 joined = dedup[dedup["asin"].isin(items["asin"])]
-kept = joined[joined.groupby("reviewerID")["asin"].transform("size") >= 5]
+kept = joined[joined.groupby("reviewerID")["asin"].transform("size") >= min_products]
 seq = kept.sort_values(["reviewerID", "unixReviewTime", "asin"]).groupby("reviewerID").agg(
     asins=("asin", list), times=("unixReviewTime", list))
 seq.reset_index().to_parquet(out)
-print(json.dumps({{"reviewers": len(seq), "seconds": time.perf_counter() - t0}}))
+print(json.dumps({{"reviewers": len(seq), "items": len(items), "seconds": time.perf_counter() - t0}}))
+"""
+
+POLARS_SCRIPT = r"""
+import sys, time, json
+import polars as pl
+sys.path.insert(0, {src!r})
+from amazon_llm_rec.core.data.text import clean_titles_arrow
+from amazon_llm_rec.core.data.text_udfs import backup_titles_arrow
+reviews_path, meta_path, out, mode, max_words, min_products = sys.argv[1:7]
+max_words, min_products = int(max_words), int(min_products)
+t0 = time.perf_counter()
+# lazy scans of only the fields used, filters pushed into the scan, run by the streaming engine
+reviews = (pl.scan_ndjson(reviews_path, schema={{"reviewerID": pl.String, "asin": pl.String,
+                                                 "unixReviewTime": pl.Int64, "verified": pl.Boolean}})
+           .filter(pl.col("reviewerID").is_not_null() & pl.col("asin").is_not_null()
+                   & pl.col("unixReviewTime").is_not_null() & pl.col("verified").fill_null(True))
+           .group_by(["reviewerID", "asin"]).agg(pl.col("unixReviewTime").min()))
+meta = (pl.scan_ndjson(meta_path, schema={{"asin": pl.String, "title": pl.String, "brand": pl.String,
+                                           "category": pl.List(pl.String)}})
+        .with_row_index("_order").join(reviews.select("asin").unique(), on="asin", how="semi")
+        .with_columns(pl.col("brand").fill_null(""), pl.col("category").fill_null([]), pl.col("title").fill_null("")))
+# the project's vectorised (Arrow) title cleaning, on polars' Arrow batches
+clean = pl.col("title").map_batches(lambda s: pl.from_arrow(clean_titles_arrow(s.to_arrow(), mode, max_words)),
+                                    return_dtype=pl.String)
+backup = pl.struct("brand", "category").map_batches(
+    lambda s: pl.from_arrow(backup_titles_arrow(s.struct.field("brand").to_arrow(), s.struct.field("category").to_arrow(),
+                                                mode, max_words)), return_dtype=pl.String)
+per = (meta.with_columns(clean=clean, backup=backup).sort("_order").group_by("asin")
+       .agg(pl.col("clean").filter(pl.col("clean") != "").first().alias("usable"), pl.col("backup").first()))
+items = per.with_columns(title=pl.coalesce("usable", pl.when(pl.col("backup") != "").then("backup"))).filter(
+    pl.col("title").is_not_null()).select("asin")
+joined = reviews.join(items, on="asin", how="semi")
+kept = joined.filter(pl.len().over("reviewerID") >= min_products)
+seq = (kept.sort(["reviewerID", "unixReviewTime", "asin"]).group_by("reviewerID", maintain_order=True)
+       .agg(asins=pl.col("asin"), times=pl.col("unixReviewTime")))
+seq.sink_parquet(out)
+reviewers = pl.scan_parquet(out).select(pl.len()).collect().item()
+print(json.dumps({{"reviewers": reviewers, "seconds": time.perf_counter() - t0}}))
 """
 
 
@@ -198,21 +252,34 @@ def scratch_project(workdir: Path, label: str, fresh: bool = True) -> Path:
     return project
 
 
+def _pipeline_seconds(log: Path) -> float | None:
+    """Kedro's own figure for the pipeline (after start-up): 'Pipeline execution completed successfully in X sec'."""
+    found = re.search(r"successfully\s+in\s+([0-9.]+)\s+sec", log.read_text())
+    return float(found.group(1)) if found else None
+
+
+def _script_result(log: Path) -> dict:
+    """The JSON line a pandas or polars script prints last: its reviewers and its own seconds (after imports)."""
+    return json.loads(log.read_text().strip().splitlines()[-1])
+
+
 def main() -> None:  # noqa: PLR0915 - one side-by-side run, step by step
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1M,5M,20M", help="review counts, e.g. 200K,1M")
     ap.add_argument("--workdir", default="/tmp/ingest_benchmark", help="raw files and outputs (several GB)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "reported" / "ingest"))
     ap.add_argument("--pandas-max-gb", type=float, default=0.8 * psutil.virtual_memory().total / 1e9)
-    ap.add_argument("--steps", default="ours,prompts,baselines,pandas",
-                    help="which to run: ours (data_processing), prompts (prompt_engineering on our outputs), baselines "
-                         "(random, popularity and co-occurrence on its test prompts, counts fitted on every sequence), "
-                         "pandas; a size's project folder is kept, so later steps can run alone")
+    ap.add_argument("--steps", default="ours,polars,pandas,prompts,baselines",
+                    help="which to run: ours (data_processing), polars, pandas, prompts (prompt_engineering on our "
+                         "outputs), baselines (random, popularity and co-occurrence on its test prompts, counts fitted on "
+                         "every sequence); a size's project folder is kept, so later steps can run alone")
     args = ap.parse_args()
     workdir, out = Path(args.workdir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kedro = str(Path(sys.executable).with_name("kedro"))
     steps = set(args.steps.split(","))
+    processing = yaml.safe_load((ROOT / "conf/base/parameters_data_processing.yml").read_text())["processing"]
+    cleaning = [processing["title_cleaning"], str(processing["max_title_words"]), str(processing["min_products"])]
     rows, pandas_gb_per_m = [], None
     for label in args.sizes.split(","):
         n = _count(label)
@@ -223,18 +290,44 @@ def main() -> None:  # noqa: PLR0915 - one side-by-side run, step by step
             (folder / "generated.json").write_text(json.dumps(gen))
         gen = json.loads((folder / "generated.json").read_text())
         print(f"[{label}] raw files: {gen}", flush=True)
+        files = [str(folder / f"{CATEGORY}_5.json.gz"), str(folder / f"meta_{CATEGORY}.json.gz")]
         project = scratch_project(workdir, label, fresh="ours" in steps)
         row = {"size": label, "review_lines": gen["review_lines"], "products": gen["products"], "gzip_mb": gen["gzip_mb"]}
         if "ours" in steps:
             params = f"raw.data_dir={folder},raw.category={CATEGORY}"
-            ours = measure([kedro, "run", "--pipeline=data_processing", "--params", params], project,
-                           out / f"ours_{label}.log", env={"KEDRO_DISABLE_TELEMETRY": "true"})
-            row.update(ours_s=ours["wall_s"], ours_gb=ours["peak_gb"])
-            print(f"[{label}] ours: {ours}", flush=True)
+            log = out / f"ours_{label}.log"
+            ours = measure([kedro, "run", "--pipelines=data_processing", "--params", params], project, log,
+                           env={"KEDRO_DISABLE_TELEMETRY": "true"})
+            row.update(ours_s=ours["wall_s"], ours_pipeline_s=_pipeline_seconds(log), ours_gb=ours["peak_gb"])
+            print(f"[{label}] ours: {ours}, pipeline {row['ours_pipeline_s']} s", flush=True)
         counts = json.loads((project / "data" / "08_reporting" / "data_processing_counts.json").read_text())
         row.update(reviewers=counts["reviewers"], interactions=counts["interactions"])
+        for side, script_text in (("polars", POLARS_SCRIPT), ("pandas", PANDAS_SCRIPT)):
+            if side not in steps:
+                continue
+            predicted = pandas_gb_per_m * n / 1e6 if (side == "pandas" and pandas_gb_per_m) else 0.0
+            if predicted > args.pandas_max_gb:
+                row.update(pandas_skipped=f"predicted {predicted:.0f} GB > {args.pandas_max_gb:.0f} GB")
+                print(f"[{label}] pandas skipped: {row['pandas_skipped']}", flush=True)
+                continue
+            script = workdir / f"{side}_pipeline.py"
+            script.write_text(script_text.format(src=str(ROOT / "src")))
+            log = out / f"{side}_{label}.log"
+            run = measure([sys.executable, str(script), *files, str(workdir / f"{side}_sequences.parquet"), *cleaning],
+                          workdir, log)
+            own = _script_result(log)
+            if own["reviewers"] != row["reviewers"]:
+                raise SystemExit(f"{side} kept {own['reviewers']} reviewers, ours {row['reviewers']}: not the same output")
+            row.update({f"{side}_s": run["wall_s"], f"{side}_pipeline_s": round(own["seconds"], 1),
+                        f"{side}_gb": run["peak_gb"]})
+            if side == "pandas":
+                pandas_gb_per_m = pandas_gb_per_m or run["peak_gb"] / (n / 1e6)
+            if "ours_s" in row:
+                row[f"speedup_vs_{side}"] = round(run["wall_s"] / row["ours_s"], 2)
+                row[f"memory_ratio_vs_{side}"] = round(row["ours_gb"] / run["peak_gb"], 3)
+            print(f"[{label}] {side}: {run}, own {own['seconds']:.1f} s", flush=True)
         if "prompts" in steps:
-            pe = measure([kedro, "run", "--pipeline=prompt_engineering"], project, out / f"prompts_{label}.log",
+            pe = measure([kedro, "run", "--pipelines=prompt_engineering"], project, out / f"prompts_{label}.log",
                          env={"KEDRO_DISABLE_TELEMETRY": "true"})
             row.update(prompts_s=pe["wall_s"], prompts_gb=pe["peak_gb"])
             print(f"[{label}] prompt_engineering: {pe}", flush=True)
@@ -244,26 +337,6 @@ def main() -> None:  # noqa: PLR0915 - one side-by-side run, step by step
             bl = measure([sys.executable, str(script), str(project / "data")], project, out / f"baselines_{label}.log")
             row.update(baselines_s=bl["wall_s"], baselines_gb=bl["peak_gb"])
             print(f"[{label}] baselines: {bl}", flush=True)
-        if "pandas" not in steps:
-            rows.append(row)
-            _write_results(out, rows, steps)
-            continue
-        predicted = pandas_gb_per_m * n / 1e6 if pandas_gb_per_m else 0.0
-        if predicted <= args.pandas_max_gb:
-            script = workdir / "pandas_pipeline.py"
-            script.write_text(PANDAS_SCRIPT.format(src=str(ROOT / "src")))
-            pd_run = measure([sys.executable, str(script), str(folder / f"{CATEGORY}_5.json.gz"),
-                              str(folder / f"meta_{CATEGORY}.json.gz"), str(workdir / "pandas_sequences.parquet")],
-                             workdir, out / f"pandas_{label}.log")
-            pandas_gb_per_m = pandas_gb_per_m or pd_run["peak_gb"] / (n / 1e6)
-            row.update(pandas_s=pd_run["wall_s"], pandas_gb=pd_run["peak_gb"])
-            if "ours_s" in row:
-                row.update(speedup=round(pd_run["wall_s"] / row["ours_s"], 1),
-                           memory_ratio=round(row["ours_gb"] / pd_run["peak_gb"], 3))
-            print(f"[{label}] pandas: {pd_run}", flush=True)
-        else:
-            row.update(pandas_skipped=f"predicted {predicted:.0f} GB > {args.pandas_max_gb:.0f} GB")
-            print(f"[{label}] pandas skipped: {row['pandas_skipped']}", flush=True)
         rows.append(row)
         _write_results(out, rows, steps)
     first, last = rows[0], rows[-1]

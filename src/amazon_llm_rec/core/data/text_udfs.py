@@ -49,7 +49,7 @@ def backup_titles_arrow(brands, categories, mode: str, max_words: int):
     last = np.ones(len(rows), dtype=bool)
     last[:-1] = rows[1:] != rows[:-1]  # the last label of each row
     leaf = join_per_row(rows[last], labels.filter(pa.array(last)), len(categories))
-    joined = pc.binary_join_element_wise(pc.fill_null(_whole(brands), ""), leaf, " ")
+    joined = pc.binary_join_element_wise(pc.fill_null(pc.cast(_whole(brands), pa.string()), ""), leaf, " ")
     return clean_titles_arrow(joined, mode, max_words)
 
 
