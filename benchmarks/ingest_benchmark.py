@@ -263,7 +263,7 @@ def _script_result(log: Path) -> dict:
     return json.loads(log.read_text().strip().splitlines()[-1])
 
 
-def main() -> None:  # noqa: PLR0915 - one side-by-side run, step by step
+def main() -> None:  # noqa: PLR0912, PLR0915 - one side-by-side run, step by step
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1M,5M,20M", help="review counts, e.g. 200K,1M")
     ap.add_argument("--workdir", default="/tmp/ingest_benchmark", help="raw files and outputs (several GB)")
