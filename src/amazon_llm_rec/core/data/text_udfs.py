@@ -6,7 +6,7 @@ the cleaned tables are written: no product-sized table passes through pandas.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -82,27 +82,40 @@ def _engine_udf(backend_name: str, name: str, signature: tuple, fn):
     return make(name=name, signature=signature)(two)
 
 
-def clean_metadata_rows(rows: ir.Table, mode: str, max_words: int) -> ir.Table:
-    """Add `clean` (the cleaned title), `backup` and `category_path` to metadata rows (asin, title, brand,
-    categories); drop the raw category lists."""
+class TitleUdfs:
+    """The three cleaning UDFs on one engine, for one `processing.title_cleaning` mode and `max_title_words`."""
+
+    def __init__(self, backend: Any, mode: str, max_words: int) -> None:
+        import ibis.expr.datatypes as dt  # noqa: PLC0415
+
+        from .engine import engine_name  # noqa: PLC0415
+        from .text import clean_titles_arrow  # noqa: PLC0415
+
+        if mode not in {"paper", "light"}:
+            raise ValueError(f"processing.title_cleaning must be 'paper' or 'light', got {mode!r}")
+        suffix, engine = f"{mode}_{int(max_words)}", engine_name(backend)
+        labels = dt.Array(dt.string)
+        self._clean = _engine_udf(engine, f"clean_title_{suffix}", ((dt.string,), dt.string),
+                                  lambda titles: clean_titles_arrow(titles, mode, max_words))
+        self._backup = _engine_udf(engine, f"backup_title_{suffix}", ((dt.string, labels), dt.string),
+                                   lambda brands, categories: backup_titles_arrow(brands, categories, mode, max_words))
+        self._path = _engine_udf(engine, "category_path", ((labels,), dt.string), category_paths_arrow)
+
+    def clean(self, title: ir.StringValue) -> ir.StringValue:
+        """The cleaned title ("" when unusable; a NULL title is treated as "": the engines skip UDFs on NULL)."""
+        return self._clean(title.fill_null(""))
+
+    def backup(self, brand: ir.StringValue, categories: ir.ArrayValue) -> ir.StringValue:
+        """The cleaned "<brand> <leaf category>"."""
+        return self._backup(brand.fill_null(""), _no_null_list(categories))
+
+    def category_path(self, categories: ir.ArrayValue) -> ir.StringValue:
+        """The category labels cleaned and joined by " > "."""
+        return self._path(_no_null_list(categories))
+
+
+def _no_null_list(categories: ir.ArrayValue) -> ir.ArrayValue:
     import ibis  # noqa: PLC0415
     import ibis.expr.datatypes as dt  # noqa: PLC0415
 
-    from .engine import engine_name  # noqa: PLC0415
-    from .text import clean_titles_arrow  # noqa: PLC0415
-
-    if mode not in {"paper", "light"}:
-        raise ValueError(f"processing.title_cleaning must be 'paper' or 'light', got {mode!r}")
-    suffix, engine = f"{mode}_{int(max_words)}", engine_name(rows.get_backend())
-    labels = dt.Array(dt.string)
-    clean = _engine_udf(engine, f"clean_title_{suffix}", ((dt.string,), dt.string),
-                        lambda titles: clean_titles_arrow(titles, mode, max_words))
-    backup = _engine_udf(engine, f"backup_title_{suffix}", ((dt.string, labels), dt.string),
-                         lambda brands, categories: backup_titles_arrow(brands, categories, mode, max_words))
-    path = _engine_udf(engine, "category_path", ((labels,), dt.string), category_paths_arrow)
-    # the engines skip a UDF on NULL input (NULL out): missing fields are passed as empty values
-    title = rows.title.fill_null("")
-    brand = rows.brand.fill_null("")
-    categories = rows.categories.fill_null(ibis.literal([], type=labels))
-    out = rows.mutate(clean=clean(title), backup=backup(brand, categories), category_path=path(categories))
-    return out.drop("categories")
+    return categories.fill_null(ibis.literal([], type=dt.Array(dt.string)))

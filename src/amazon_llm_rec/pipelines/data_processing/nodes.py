@@ -120,8 +120,8 @@ def read_metadata(
 ) -> tuple[ir.Table, dict[str, int]]:
     """The reviewed products' metadata rows, each title cleaned on the data engine (lazy: written once when saved).
 
-    Columns: asin, title (raw), brand, category_path (its labels cleaned, joined by " > "), clean (the cleaned title,
-    "" when unusable), backup (the cleaned "<brand> <leaf category>") and `_order` (file, then line)."""
+    Columns: asin, title (raw), brand, categories (the raw list), clean (the cleaned title, "" when unusable) and
+    `_order` (file, then line)."""
     import ibis  # noqa: PLC0415
 
     con = _engine(raw)
@@ -132,7 +132,11 @@ def read_metadata(
         tables.append(table.mutate(_order=table._line + ibis.literal(number << 40, "int64")).drop("_line"))
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
     rows = tables[0] if len(tables) == 1 else ibis.union(*tables)
-    return text_udfs.clean_metadata_rows(rows, processing["title_cleaning"], int(processing["max_title_words"])), total
+    return rows.mutate(clean=_udfs(rows, processing).clean(rows.title)), total
+
+
+def _udfs(table: ir.Table, processing: dict[str, Any]) -> text_udfs.TitleUdfs:
+    return text_udfs.TitleUdfs(table.get_backend(), processing["title_cleaning"], int(processing["max_title_words"]))
 
 
 def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
@@ -146,25 +150,26 @@ def _read_metadata_file(con, path: str, wanted: ir.Table, raw: dict[str, Any]) -
     return m, counts
 
 
-def _titled(raw_items: ir.Table, fill: bool) -> ir.Table:
-    """One row a product with metadata: its first usable cleaned title (file order), else the backup when `fill`."""
+def _titled(raw_items: ir.Table, processing: dict[str, Any]) -> ir.Table:
+    """One row a product with metadata: its first usable cleaned title (file order), else (`fill_missing_titles`)
+    its first row's cleaned "<brand> <leaf category>", computed only for the products that need it."""
     t = raw_items
     usable = t.clean != ""
     per = t.group_by("asin").aggregate(
         first_usable=t.clean.argmin(t._order, where=usable),
         raw_title=t.title.argmin(t._order, where=t.title.notnull()),
         brand=t.brand.argmin(t._order),
-        categories=t.category_path.argmin(t._order),
-        backup=t.backup.argmin(t._order),
+        categories=t.categories.argmin(t._order),
         unusable_rows=(~usable).cast("int64").sum(),
     )
-    return per.mutate(title=per.first_usable.coalesce(per.backup.nullif("")) if fill else per.first_usable)
+    if not processing["fill_missing_titles"]:
+        return per.mutate(title=per.first_usable)
+    return per.mutate(title=per.first_usable.coalesce(_udfs(t, processing).backup(per.brand, per.categories).nullif("")))
 
 
 def clean_items(raw_items: ir.Table, processing: dict[str, Any]) -> tuple[ir.Table, dict[str, int]]:
     """One row a product: its first usable title; missing ones from duplicate rows, then brand and category (lazy)."""
-    fill = bool(processing.get("fill_missing_titles", True))
-    per = _titled(raw_items, fill)
+    per = _titled(raw_items, processing)
     stats = per.aggregate(
         items_with_metadata=per.count(),
         titles_recovered_from_duplicate_rows=(per.first_usable.notnull() & (per.unusable_rows > 0)).cast("int64").sum(),
@@ -178,6 +183,7 @@ def clean_items(raw_items: ir.Table, processing: dict[str, Any]) -> tuple[ir.Tab
     if not counts["items_kept"]:
         raise EmptyFilterError(f"title cleaning ({processing['title_cleaning']!r}) left no product with a usable title ({counts})")
     kept = per.filter(per.title.notnull())
+    kept = kept.mutate(categories=_udfs(raw_items, processing).category_path(kept.categories))
     return kept.select("asin", "title", "brand", "categories", "raw_title").order_by("asin"), counts
 
 
@@ -187,7 +193,7 @@ def build_interactions(reviews: ir.Table, raw_items: ir.Table, processing: dict[
     import ibis  # noqa: PLC0415
 
     min_products = int(processing["min_products"])
-    titled = _titled(raw_items, bool(processing.get("fill_missing_titles", True)))
+    titled = _titled(raw_items, processing)
     titled = titled.filter(titled.title.notnull())
     joined = reviews.filter(reviews.asin.isin(titled.asin))
     counted = joined.mutate(_n=joined.asin.count().over(group_by="reviewer_id"))
