@@ -116,6 +116,32 @@ def test_the_embedding_index_is_exact_below_its_threshold_and_close_to_exact_abo
         AnnConfig.from_params({**conf, "m": 0})
 
 
+def test_stored_title_embeddings_and_their_graph_are_read_back_and_used_as_encoding_would(tmp_path):
+    """The `title_embeddings` dataset: the vectors every cut reads equal a fresh encoding, the HNSW graph is written
+    once and searched the same after loading, and an Evidence given them encodes nothing."""
+    from amazon_llm_rec.core.rank.ann import AnnConfig, TitleEmbeddings
+    from amazon_llm_rec.datasets import TitleEmbeddingsDataset
+
+    model = base_params("evaluation")["embedding_model"]
+    ann = AnnConfig.from_params({**base_params("recommend")["retrieval"]["ann"], "min_items": 4})  # HNSW here
+    stored = TitleEmbeddings.encode(ITEMS, model, ann)
+    dataset = TitleEmbeddingsDataset(str(tmp_path / "title_embeddings"))
+    dataset.save(stored)
+    assert (tmp_path / "title_embeddings" / "hnsw.faiss").is_file()
+    loaded = dataset.load()
+    assert loaded.asins == list(ITEMS["asin"]) and loaded.model == model and not loaded.index.exact
+    fresh = Evidence(FITTED, ITEMS, model)
+    np.testing.assert_allclose(loaded.matrix, fresh.matrix, atol=1e-5)
+    reading = Evidence(FITTED, ITEMS, model, embeddings=loaded)
+    assert reading.matrix is loaded.matrix and reading.embedding_index(ann) is loaded.index
+    np.testing.assert_allclose(reading.vectors(["C", "A"]), fresh.vectors(["C", "A"]), atol=1e-5)
+    assert not reading._known  # nothing was encoded again
+    queries = loaded.matrix[:3]
+    assert (loaded.index.search(queries, 4) == stored.index.search(queries, 4)).all()
+    other = Evidence(FITTED, ITEMS, "another-model", embeddings=loaded)  # vectors of another encoder are not used
+    assert other.embeddings is None
+
+
 def test_sparse_cooccurrence_counts_equal_the_pairwise_loop():
     from collections import Counter
 

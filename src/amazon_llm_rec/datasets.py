@@ -172,3 +172,64 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
+    """The catalogue's title embeddings (`core.rank.ann.TitleEmbeddings`) in a folder: `vectors.npy` (float32, one
+    row a product), `asins.parquet` (the rows' products), `meta.json` (the encoder, the search's settings) and, above
+    the ANN threshold, the FAISS HNSW graph `hnsw.faiss`, so that no process encodes the titles or builds the
+    graph again. Written to a temporary folder renamed into place."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _save(self, data: Any) -> None:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=".embeddings-"))
+        try:
+            import numpy as np  # noqa: PLC0415
+
+            np.save(tmp / "vectors.npy", data.matrix)
+            pq.write_table(pa.table({"asin": pa.array(data.asins, pa.string())}), tmp / "asins.parquet")
+            search = data.index
+            meta = {"model": data.model, "ann": None if search is None else vars(search.config)}
+            if search is not None and search.index is not None:
+                import faiss  # noqa: PLC0415
+
+                faiss.write_index(search.index, str(tmp / "hnsw.faiss"))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            _remove(self._path)
+            tmp.rename(self._path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load(self) -> Any:
+        import numpy as np  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        from .core.rank.ann import AnnConfig, EmbeddingIndex, TitleEmbeddings  # noqa: PLC0415
+
+        if not (self._path / "meta.json").is_file():
+            raise DatasetError(f"no title embeddings in {self._path}: run `kedro run --pipeline=evaluation` first")
+        meta = json.loads((self._path / "meta.json").read_text())
+        matrix = np.load(self._path / "vectors.npy")
+        asins = pq.read_table(self._path / "asins.parquet")["asin"].to_pylist()
+        search = None
+        if meta["ann"] is not None:
+            graph = None
+            if (self._path / "hnsw.faiss").is_file():
+                import faiss  # noqa: PLC0415
+
+                graph = faiss.read_index(str(self._path / "hnsw.faiss"))
+            search = EmbeddingIndex(matrix, AnnConfig(**meta["ann"]), index=graph)
+        return TitleEmbeddings(asins, matrix, meta["model"], search)
+
+    def _exists(self) -> bool:
+        return (self._path / "meta.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -117,6 +117,7 @@ class ProjectData:
     params: dict[str, Any]
     credentials: dict[str, Any]
     title_priors: Any = None   # each product's title prior (evaluation.title_score: pmi)
+    title_embeddings: Any = None  # the catalogue's stored title vectors and search (None: encoded at start-up)
 
 
 def project_settings(project_path: str | Path = ".", env: str | None = None,
@@ -169,4 +170,5 @@ def load_project(project_path: str | Path = ".", env: str | None = None,
                            base_model=load("base_model", ranker == "fusion"), adapter=load("lora_adapter", ranker == "fusion"),
                            params=params, credentials=credentials or {},
                            title_priors=load("title_priors", ranker == "fusion"
-                                             and (params.get("evaluation") or {}).get("title_score") == "pmi"))
+                                             and (params.get("evaluation") or {}).get("title_score") == "pmi"),
+                           title_embeddings=load("title_embeddings", False))

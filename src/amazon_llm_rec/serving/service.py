@@ -80,7 +80,7 @@ class RecommenderService:
             fitted = baselines.fit_sequences(data.sequences, test)
         else:
             fitted = [list(s) for s in data.sequences["asins"]]
-        evidence = Evidence(fitted, items, evaluation["embedding_model"], evaluation["sasrec"])
+        evidence = Evidence(fitted, items, evaluation["embedding_model"], evaluation["sasrec"], data.title_embeddings)
         source = llm_source(data.base_model, data.adapter, prompts, evaluation,
                             data.title_priors) if data.base_model else None
         history_size = int(prompts["history_size"])

@@ -44,12 +44,13 @@ class AnnConfig:
 class EmbeddingIndex:
     """The `k` products whose unit vectors are nearest each query: exact below `min_items`, HNSW above."""
 
-    def __init__(self, matrix: np.ndarray, config: AnnConfig) -> None:
+    def __init__(self, matrix: np.ndarray, config: AnnConfig, index: Any = None) -> None:
+        """`index`: a FAISS index already built over `matrix` with `config` (read back from the catalog)."""
         start = time.perf_counter()
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.config = config
-        self.index = None
-        if len(self.matrix) >= config.min_items:
+        self.index = index
+        if index is None and len(self.matrix) >= config.min_items:
             import faiss  # noqa: PLC0415 - only catalogues above the threshold need it
 
             self.index = faiss.IndexHNSWFlat(self.matrix.shape[1], config.m, faiss.METRIC_INNER_PRODUCT)
@@ -79,3 +80,51 @@ class EmbeddingIndex:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(self.matrix) else \
             np.tile(np.arange(len(self.matrix)), (len(queries), 1))
         return np.stack([row[np.lexsort((row, -sims[i, row]))] for i, row in enumerate(top)]) if len(top) else top
+
+
+def encode_titles(model: str, titles: list[str]) -> np.ndarray:
+    """Unit vectors [n, d] of `titles` by the sentence encoder `model` (loaded once per process; a progress bar above
+    2,000 titles)."""
+    from . import baselines  # noqa: PLC0415
+
+    start = time.perf_counter()
+    matrix = baselines.load_sentence_encoder(model).encode(
+        titles, batch_size=128, normalize_embeddings=True, show_progress_bar=len(titles) > 2000,  # noqa: PLR2004
+        convert_to_numpy=True)
+    if len(titles) > 2000:  # noqa: PLR2004
+        logger.info("Encoded %d titles with %s in %.1f s", len(titles), model, time.perf_counter() - start)
+    return np.asarray(matrix, dtype=np.float32)
+
+
+class TitleEmbeddings:
+    """Every catalogue product's unit title vector, encoded once per catalogue (the `title_embeddings` catalog
+    dataset), and the nearest-neighbour search over them, built once and stored with them above the ANN threshold."""
+
+    def __init__(self, asins: list[str], matrix: np.ndarray, model: str, index: EmbeddingIndex | None = None) -> None:
+        if len(asins) != len(matrix):
+            raise ValueError(f"title embeddings: {len(asins)} products but {len(matrix)} vectors")
+        self.asins, self.model = list(asins), str(model)
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self.position = {a: i for i, a in enumerate(self.asins)}
+        self.index = index
+
+    @classmethod
+    def encode(cls, items: Any, model: str, ann: AnnConfig) -> TitleEmbeddings:
+        """Encode every product's cleaned title with `model` and build the search."""
+        asins = items["asin"].astype(str).tolist()
+        out = cls(asins, encode_titles(model, items["title"].fillna("").astype(str).tolist()), model)
+        out.index = EmbeddingIndex(out.matrix, ann)
+        return out
+
+    def search(self, config: AnnConfig) -> EmbeddingIndex:
+        """The search over these vectors with `config`: the stored one when built with it, else built now."""
+        if self.index is None or self.index.config != config:
+            self.index = EmbeddingIndex(self.matrix, config)
+        return self.index
+
+    def rows(self, asins: list[str]) -> np.ndarray | None:
+        """The vectors of `asins` [n, d], or None when one of them was not encoded."""
+        try:
+            return self.matrix[[self.position[a] for a in asins]]
+        except KeyError:
+            return None

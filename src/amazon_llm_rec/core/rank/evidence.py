@@ -29,10 +29,11 @@ class Evidence:
     """Counts, popularity, titles, BM25 index, title embeddings and SASRec of one data cut (the last three lazily)."""
 
     def __init__(self, fitted: list[list[str]], items: pd.DataFrame | None, embedding_model: str | None = None,
-                 sasrec: dict[str, Any] | None = None) -> None:
+                 sasrec: dict[str, Any] | None = None, embeddings: Any = None) -> None:
         """`items`: the catalogue (asin, title); None: the products of the fitted sequences, without titles.
         `embedding_model` and `sasrec` (`evaluation.embedding_model`, `evaluation.sasrec`) are needed only by what
-        uses them."""
+        uses them. `embeddings`: the catalogue's stored title vectors and search (`ann.TitleEmbeddings`, the
+        `title_embeddings` dataset), read instead of encoding titles again."""
         start = time.perf_counter()
         self.fitted = fitted
         if items is None:
@@ -46,17 +47,21 @@ class Evidence:
         self.embedding_model, self.sasrec_params = embedding_model, sasrec
         self._cooc: dict[int, Mapping[str, Mapping[str, int]]] = {}
         self._known: dict[str, np.ndarray] = {}
+        self.embeddings = embeddings if embeddings is not None and embeddings.model == str(embedding_model) else None
+        if embeddings is not None and self.embeddings is None:
+            logger.warning("Stored title embeddings are of %s, not evaluation.embedding_model %s: encoding again",
+                           embeddings.model, embedding_model)
         self._graphs: dict[tuple, Any] = {}
         logger.info("Evidence of %d fitted sequences over %d products in %.1f s", len(fitted), len(self.catalogue),
                     time.perf_counter() - start)
 
     @classmethod
     def for_windows(cls, sequences: pd.DataFrame, windows: pd.DataFrame, items: pd.DataFrame | None,
-                    evaluation: dict[str, Any]) -> Evidence:
+                    evaluation: dict[str, Any], embeddings: Any = None) -> Evidence:
         """The evidence counts may learn from for `windows` (`baselines.fit_sequences`), with the evaluation's
         embedding model and SASRec settings."""
         return cls(baselines.fit_sequences(sequences, windows), items, evaluation.get("embedding_model"),
-                   evaluation.get("sasrec"))
+                   evaluation.get("sasrec"), embeddings)
 
     # -- counts -----------------------------------------------------------------------------------------------
     def cooccurrence(self, window: int = 0) -> Mapping[str, Mapping[str, int]]:
@@ -122,18 +127,17 @@ class Evidence:
         return [(index.get_scores(t) if t else np.zeros(len(self.catalogue)))[[position[c] for c in row]]
                 for t, row in zip(tokens, candidates, strict=True)]
 
-    @cached_property
-    def encoder(self) -> Any:
-        """The sentence encoder of the title embeddings (loaded once per process and model)."""
-        return baselines.load_sentence_encoder(self.embedding_model)
-
     def vectors(self, asins: list[str]) -> np.ndarray:
-        """Unit title embeddings of `asins` [n, d]; each title is encoded once."""
+        """Unit title embeddings of `asins` [n, d]: the stored ones, else each title encoded once."""
+        if self.embeddings is not None:
+            stored = self.embeddings.rows(list(asins))
+            if stored is not None:
+                return stored
+        from .ann import encode_titles  # noqa: PLC0415
+
         todo = list(dict.fromkeys(a for a in asins if a not in self._known))
         if todo:
-            encoded = self.encoder.encode([self.titles.get(a, "") for a in todo], batch_size=128,
-                                          normalize_embeddings=True, show_progress_bar=len(todo) > 2000,  # noqa: PLR2004
-                                          convert_to_numpy=True)
+            encoded = encode_titles(self.embedding_model, [self.titles.get(a, "") for a in todo])
             self._known.update(zip(todo, encoded, strict=True))
         return np.stack([self._known[a] for a in asins]).astype(np.float32)
 
@@ -156,12 +160,15 @@ class Evidence:
 
         key = ("ann", config)
         if key not in self._graphs:
-            self._graphs[key] = EmbeddingIndex(self.matrix, config)
+            stored = self.embeddings is not None and self.embeddings.asins == self.catalogue
+            self._graphs[key] = self.embeddings.search(config) if stored else EmbeddingIndex(self.matrix, config)
         return self._graphs[key]
 
     @cached_property
     def matrix(self) -> np.ndarray:
         """Every catalogue product's unit title embedding [products, d], in catalogue order."""
+        if self.embeddings is not None and self.embeddings.asins == self.catalogue:
+            return self.embeddings.matrix
         return self.vectors(self.catalogue)
 
     # -- SASRec -----------------------------------------------------------------------------------------------

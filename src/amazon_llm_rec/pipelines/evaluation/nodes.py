@@ -209,11 +209,20 @@ def _fusion_params(evaluation: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def embed_titles(items: pd.DataFrame, evaluation: dict[str, Any], recommend: dict[str, Any]) -> Any:
+    """Encode every product's title once (`evaluation.embedding_model`) and build its nearest-neighbour search
+    (`recommend.retrieval.ann`): the `title_embeddings` that every data cut, the batch and the service read."""
+    from ...core.rank.ann import AnnConfig, TitleEmbeddings  # noqa: PLC0415
+
+    return TitleEmbeddings.encode(items, evaluation["embedding_model"],
+                                  AnnConfig.from_params(recommend["retrieval"]["ann"]))
+
+
 def fit_evidence(prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, items: pd.DataFrame,
-                 evaluation: dict[str, Any]) -> Evidence:
+                 evaluation: dict[str, Any], title_embeddings: Any = None) -> Evidence:
     """The evidence of this prompt set's data cut (every protocol of it shares the cut): counted and trained once,
     read by the baselines, the fusion's features and the catalogue evaluation."""
-    return Evidence.for_windows(reviewer_sequences, prompts, items, evaluation)
+    return Evidence.for_windows(reviewer_sequences, prompts, items, evaluation, title_embeddings)
 
 
 def candidate_features(prompts: pd.DataFrame, reviewer_sequences: pd.DataFrame, evidence: Evidence,

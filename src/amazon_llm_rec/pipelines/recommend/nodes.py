@@ -34,14 +34,14 @@ def select_reviewers(reviewer_sequences: pd.DataFrame, recommend: dict[str, Any]
 
 def recommend_batch(reviewer_sequences: pd.DataFrame, items: pd.DataFrame, fusion_model: dict[str, Any],
                     retriever_mix: dict[str, Any], base_model: str, lora_adapter: str, title_priors: pd.DataFrame, recommend: dict[str, Any],
-                    evaluation: dict[str, Any], prompts: dict[str, Any]) -> dict[str, pd.DataFrame]:
+                    evaluation: dict[str, Any], prompts: dict[str, Any], title_embeddings: Any = None) -> dict[str, pd.DataFrame]:
     """Top-k per selected reviewer of this shard (`recommend.shard`), counts fitted on every sequence."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     shard = Shard.from_params(recommend, "recommend")
     chosen = shard.take(select_reviewers(reviewer_sequences, recommend))
     evidence = Evidence([list(s) for s in reviewer_sequences["asins"]], items, evaluation["embedding_model"],
-                        evaluation["sasrec"])
+                        evaluation["sasrec"], title_embeddings)
     rec = build_recommender(evidence, fusion_model, recommend, evaluation,
                             llm_source(base_model, lora_adapter, prompts, evaluation, title_priors),
                             int(prompts["history_size"]), retriever_mix=retriever_mix)

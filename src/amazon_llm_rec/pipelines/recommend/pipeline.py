@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 recommend_batch,
                 ["reviewer_sequences", "items", "fusion_model", "retriever_mix", "base_model", "lora_adapter", "title_priors",
-                 "params:recommend", "params:evaluation", "params:prompts"],
+                 "params:recommend", "params:evaluation", "params:prompts", "title_embeddings"],
                 "recommendation_shards",
                 name="recommend_batch",
             ),
