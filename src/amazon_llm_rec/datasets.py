@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,6 +16,19 @@ from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import AbstractDataset
 
 from .core.llm.models import materialize_base_model
+
+
+@contextmanager
+def _folder_written_atomically(target: Path, prefix: str):
+    """Yield a temporary folder beside `target`; on success it replaces `target` (a rename), on failure it goes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix))
+    try:
+        yield tmp
+        _remove(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class BaseModelDataset(AbstractDataset[str, str]):
@@ -57,16 +71,10 @@ class LoRAAdapterDataset(AbstractVersionedDataset[Any, str]):
         self.metadata = metadata
 
     def _save(self, data: Any) -> None:
-        target = Path(self._get_save_path())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".adapter-"))
-        try:
+        with _folder_written_atomically(Path(self._get_save_path()), ".adapter-") as tmp:
             data.model.save_pretrained(tmp)
             data.tokenizer.save_pretrained(tmp)
             (tmp / "training_summary.json").write_text(json.dumps(data.summary, indent=2, default=str))
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def _load(self) -> str:
         path = Path(self._get_load_path())
@@ -95,16 +103,9 @@ class MergedModelDataset(AbstractDataset[Any, str]):
     def _save(self, data: Any) -> None:
         if data.model is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=".merged-"))
-        try:
+        with _folder_written_atomically(self._path, ".merged-") as tmp:
             data.model.save_pretrained(tmp)
             data.tokenizer.save_pretrained(tmp)
-            if self._path.exists():
-                shutil.rmtree(self._path)
-            tmp.rename(self._path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def _load(self) -> str:
         if not (self._path / "config.json").is_file():
@@ -185,14 +186,11 @@ class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
         self.metadata = metadata
 
     def _save(self, data: Any) -> None:
+        import numpy as np  # noqa: PLC0415
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self._path.parent, prefix=".embeddings-"))
-        try:
-            import numpy as np  # noqa: PLC0415
-
+        with _folder_written_atomically(self._path, ".embeddings-") as tmp:
             np.save(tmp / "vectors.npy", data.matrix)
             pq.write_table(pa.table({"asin": pa.array(data.asins, pa.string())}), tmp / "asins.parquet")
             search = data.index
@@ -202,10 +200,6 @@ class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
 
                 faiss.write_index(search.index, str(tmp / "hnsw.faiss"))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            _remove(self._path)
-            tmp.rename(self._path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def _load(self) -> Any:
         import numpy as np  # noqa: PLC0415
