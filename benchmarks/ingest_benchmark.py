@@ -126,12 +126,12 @@ import sys, time, json
 import pandas as pd
 sys.path.insert(0, {src!r})
 from amazon_llm_rec.core.data.text import clean_title, leaf_category
-reviews_path, meta_path, out, mode, max_words, min_products = sys.argv[1:7]
-max_words, min_products = int(max_words), int(min_products)
+reviews_path, meta_path, out, mode, max_words, min_products, verified_default = sys.argv[1:8]
+max_words, min_products, verified_default = int(max_words), int(min_products), verified_default == "True"
 t0 = time.perf_counter()
 r = pd.read_json(reviews_path, lines=True, compression="gzip")
 r = r[r["reviewerID"].notna() & r["asin"].notna() & r["unixReviewTime"].notna()]
-r = r[r["verified"].fillna(True).astype(bool)]
+r = r[r["verified"].fillna(verified_default).astype(bool)]
 dedup = r.groupby(["reviewerID", "asin"], as_index=False)["unixReviewTime"].min()
 del r
 m = pd.read_json(meta_path, lines=True, compression="gzip")
@@ -160,14 +160,14 @@ import polars as pl
 sys.path.insert(0, {src!r})
 from amazon_llm_rec.core.data.text import clean_titles_arrow
 from amazon_llm_rec.core.data.text_udfs import backup_titles_arrow
-reviews_path, meta_path, out, mode, max_words, min_products = sys.argv[1:7]
-max_words, min_products = int(max_words), int(min_products)
+reviews_path, meta_path, out, mode, max_words, min_products, verified_default = sys.argv[1:8]
+max_words, min_products, verified_default = int(max_words), int(min_products), verified_default == "True"
 t0 = time.perf_counter()
 # lazy scans of only the fields used, filters pushed into the scan, run by the streaming engine
 reviews = (pl.scan_ndjson(reviews_path, schema={{"reviewerID": pl.String, "asin": pl.String,
                                                  "unixReviewTime": pl.Int64, "verified": pl.Boolean}})
            .filter(pl.col("reviewerID").is_not_null() & pl.col("asin").is_not_null()
-                   & pl.col("unixReviewTime").is_not_null() & pl.col("verified").fill_null(True))
+                   & pl.col("unixReviewTime").is_not_null() & pl.col("verified").fill_null(verified_default))
            .group_by(["reviewerID", "asin"]).agg(pl.col("unixReviewTime").min()))
 meta = (pl.scan_ndjson(meta_path, schema={{"asin": pl.String, "title": pl.String, "brand": pl.String,
                                            "category": pl.List(pl.String)}})
@@ -278,8 +278,10 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one side-by-side run, step by st
     out.mkdir(parents=True, exist_ok=True)
     kedro = str(Path(sys.executable).with_name("kedro"))
     steps = set(args.steps.split(","))
-    processing = yaml.safe_load((ROOT / "conf/base/parameters_data_processing.yml").read_text())["processing"]
-    cleaning = [processing["title_cleaning"], str(processing["max_title_words"]), str(processing["min_products"])]
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_data_processing.yml").read_text())
+    processing = conf["processing"]
+    cleaning = [processing["title_cleaning"], str(processing["max_title_words"]), str(processing["min_products"]),
+                str(bool(conf["raw"]["verified_default"]))]
     rows, pandas_gb_per_m = [], None
     for label in args.sizes.split(","):
         n = _count(label)

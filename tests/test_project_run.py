@@ -123,7 +123,7 @@ def test_tracking_writes_under_the_project_from_any_directory_and_is_off_with_on
     monkeypatch.chdir(elsewhere)
     with _session(project, extra={"tracking": {"enabled": False}}) as session:
         assert not any(type(h).__name__ == "MlflowHook" for h in session._hook_manager.get_plugins())
-        session.run(pipeline_names=["data_processing"])
+        session.run(pipeline_names=["data_processing", "prompt_engineering"])  # tracked but for the setting
     assert not (project / "mlruns").exists() and not (elsewhere / "mlruns").exists()
     with _session(project) as session:
         session.run(pipeline_names=["data_processing"])  # in mlflow.yml's disable_tracking.pipelines

@@ -130,6 +130,7 @@ def test_stored_title_embeddings_and_their_graph_are_read_back_and_used_as_encod
     assert (tmp_path / "title_embeddings" / "hnsw.faiss").is_file()
     loaded = dataset.load()
     assert loaded.asins == list(ITEMS["asin"]) and loaded.model == model and not loaded.index.exact
+    stored_graph = loaded.index.index
     fresh = Evidence(FITTED, ITEMS, model)
     np.testing.assert_allclose(loaded.matrix, fresh.matrix, atol=1e-5)
     reading = Evidence(FITTED, ITEMS, model, embeddings=loaded)
@@ -140,6 +141,11 @@ def test_stored_title_embeddings_and_their_graph_are_read_back_and_used_as_encod
     assert (loaded.index.search(queries, 4) == stored.index.search(queries, 4)).all()
     other = Evidence(FITTED, ITEMS, "another-model", embeddings=loaded)  # vectors of another encoder are not used
     assert other.embeddings is None
+    retitled = ITEMS.assign(title=ITEMS["title"].where(ITEMS["asin"] != "A", "blue drill"))
+    stale = Evidence(FITTED, retitled, model, embeddings=loaded)  # items cleaned again since: not the same titles
+    assert stale.embeddings is None and not np.allclose(stale.vectors(["A"]), loaded.rows(["A"]), atol=1e-3)
+    tuned = loaded.search(AnnConfig(**{**vars(ann), "ef_search": 64}))  # a query-time setting: the graph is kept
+    assert tuned.index is stored_graph and tuned.config.ef_search == 64
 
 
 def test_sparse_cooccurrence_counts_equal_the_pairwise_loop():

@@ -48,6 +48,39 @@ TRICKY = ["a&amp;amp;b <b>x</b> 12oz 3.5mm", "vár x", "function\xa0 (", "foo\xa
 
 
 @pytest.mark.parametrize("mode", ["light", "paper"])
+def test_the_arrow_kernels_clean_hard_cases_as_the_python_function_does_whole_sliced_or_chunked(mode):
+    import pyarrow as pa
+
+    from amazon_llm_rec.core.data.text import clean_titles_arrow
+
+    expected = [clean_title(t, mode, 16) for t in TRICKY]
+    whole = pa.array(TRICKY, pa.string())
+    assert clean_titles_arrow(whole, mode, 16).to_pylist() == expected
+    assert clean_titles_arrow(whole.slice(3), mode, 16).to_pylist() == expected[3:]
+    assert clean_titles_arrow(pa.chunked_array([whole.slice(0, 5), whole.slice(5)]), mode, 16).to_pylist() == expected
+    assert clean_titles_arrow(whole, mode, 2).to_pylist() == [clean_title(t, mode, 2) for t in TRICKY]
+
+
+def test_the_engine_fallback_title_and_category_path_equal_the_python_functions():
+    """`<brand> <leaf category>` and the " > " path, as the data_processing UDFs compute them, on lists with nulls,
+    empty lists, markup, and a sliced input."""
+    import pyarrow as pa
+
+    from amazon_llm_rec.core.data.text_udfs import backup_titles_arrow, category_paths_arrow
+
+    brands = ["Labco", None, "", "Acme &amp; Co", "Zed"]
+    cats = [["Industrial &amp; Scientific", "Lab  <b>Glass</b>"], None, [], ["Tools", None], ["e", "Fashion &amp; Style"]]
+    arrays = pa.array(brands, pa.string()), pa.array(cats, pa.list_(pa.string()))
+    expected = [clean_title(f"{b or ''} {leaf_category(c)}".strip(), "light", 16) for b, c in zip(brands, cats)]
+    paths = [" > ".join(leaf_category([x]) for x in (c or [])) for c in cats]
+    assert backup_titles_arrow(*arrays, "light", 16).to_pylist() == expected
+    assert category_paths_arrow(arrays[1]).to_pylist() == paths
+    assert backup_titles_arrow(arrays[0].slice(1), arrays[1].slice(1), "light", 16).to_pylist() == expected[1:]
+    assert category_paths_arrow(arrays[1].slice(2)).to_pylist() == paths[2:]
+    assert expected[0] == "Labco Lab Glass" and paths[3] == "Tools > "
+
+
+@pytest.mark.parametrize("mode", ["light", "paper"])
 def test_the_arrow_kernels_clean_every_real_title_as_the_python_function_does(mode):
     """The engine's vectorised cleaning (an Arrow UDF in DuckDB and Spark) equals `clean_title` value for value, on
     every title of the three real metadata files and on hand-made hard cases."""

@@ -194,7 +194,8 @@ class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
             np.save(tmp / "vectors.npy", data.matrix)
             pq.write_table(pa.table({"asin": pa.array(data.asins, pa.string())}), tmp / "asins.parquet")
             search = data.index
-            meta = {"model": data.model, "ann": None if search is None else vars(search.config)}
+            meta = {"model": data.model, "fingerprint": data.fingerprint,
+                    "ann": None if search is None else vars(search.config)}
             if search is not None and search.index is not None:
                 import faiss  # noqa: PLC0415
 
@@ -208,7 +209,7 @@ class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
         from .core.rank.ann import AnnConfig, EmbeddingIndex, TitleEmbeddings  # noqa: PLC0415
 
         if not (self._path / "meta.json").is_file():
-            raise DatasetError(f"no title embeddings in {self._path}: run `kedro run --pipeline=evaluation` first")
+            raise DatasetError(f"no title embeddings in {self._path}: run `kedro run --pipeline=evaluation --nodes=embed_titles`")
         meta = json.loads((self._path / "meta.json").read_text())
         matrix = np.load(self._path / "vectors.npy")
         asins = pq.read_table(self._path / "asins.parquet")["asin"].to_pylist()
@@ -220,7 +221,7 @@ class TitleEmbeddingsDataset(AbstractDataset[Any, Any]):
 
                 graph = faiss.read_index(str(self._path / "hnsw.faiss"))
             search = EmbeddingIndex(matrix, AnnConfig(**meta["ann"]), index=graph)
-        return TitleEmbeddings(asins, matrix, meta["model"], search)
+        return TitleEmbeddings(asins, matrix, meta["model"], meta["fingerprint"], search)
 
     def _exists(self) -> bool:
         return (self._path / "meta.json").is_file()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RawDataError
+from ..errors import ConfigError, RawDataError
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def open_raw(con, path: str, fields: dict[str, tuple[str, str]], line_numbers: b
         if engine_name(con) == "pyspark":
             return _spark_rows(con, source, fields, line_numbers)
         return _duckdb_rows(con, source, path, fields, line_numbers)
-    except RawDataError:
+    except (RawDataError, ConfigError):
         raise
     except Exception as exc:  # the engines raise several types for broken gzip/encoding
         raise RawDataError(
@@ -210,6 +210,11 @@ def _duckdb_rows(con, source: str, path: str, fields: dict[str, tuple[str, str]]
     paths = ", ".join(f"'$.{key}'" for key, _ in fields.values())
     columns = ", ".join(f"{take[kind].format(v=f'v[{i + 1}]')} AS \"{out}\""
                         for i, (out, (_, kind)) in enumerate(fields.items()))
+    if line_numbers:  # row_number() OVER () follows the file only while DuckDB keeps rows in insertion order
+        kept = con.raw_sql("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+        if str(kept).lower() not in {"true", "1"}:
+            raise ConfigError(f"{path}: metadata rows are read in file order (the first usable title wins), which "
+                              "needs raw.engines.duckdb.preserve_insertion_order: true (or unset)")
     line = ", _line" if line_numbers else ""
     numbered = ", row_number() OVER () AS _line" if line_numbers else ""  # a gzip file is read in order, by one thread
     sql = (

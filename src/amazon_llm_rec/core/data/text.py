@@ -63,9 +63,9 @@ def clean_title(title: str | None, mode: str = "light", max_words: int = 20) -> 
 
 def leaf_category(categories: list[str] | None) -> str:
     """Return the most specific category name of a metadata category path, cleaned of markup."""
-    if categories is None or len(categories) == 0:
-        return ""
-    return _SPACES.sub(" ", _strip_markup(str(categories[-1]))).strip()
+    if categories is None or len(categories) == 0 or not isinstance(categories[-1], str):
+        return ""  # no list, an empty one, or a missing (null) label
+    return _SPACES.sub(" ", _strip_markup(categories[-1])).strip()
 
 
 # ---- the same cleaning, vectorised over an Arrow array (run inside the data engine as an Arrow UDF) ----
@@ -94,7 +94,7 @@ def strip_markup_arrow(values):
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.compute as pc  # noqa: PLC0415
 
-    values = pc.cast(values, pa.string())
+    values = pc.cast(_whole(values), pa.string())
     has_entity = pc.fill_null(pc.match_substring(values, "&"), False)
     if pc.any(has_entity).as_py():
         idx = pc.indices_nonzero(has_entity)
@@ -138,15 +138,31 @@ def _split(values, rows, pattern: str, regex: bool):
     return pc.list_flatten(pieces), np.asarray(rows)[parent]
 
 
-def clean_titles_arrow(titles, mode: str = "light", max_words: int = 20):
-    """`clean_title` over an Arrow string array, with Arrow's vectorised kernels: the same output value for value
-    (tests/core/test_text.py checks it on the real titles). Null or unusable titles give ""."""
-    import numpy as np  # noqa: PLC0415
+@lru_cache(maxsize=1)
+def _vocab_array():
     import pyarrow as pa  # noqa: PLC0415
+
+    return pa.array(sorted(english_words()), pa.string())
+
+
+def _whole(values):
+    """An Arrow array from an array, a ChunkedArray or a list."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+
+def clean_titles_arrow(titles, mode: str, max_words: int):
+    """`clean_title` over an Arrow string array, with Arrow's vectorised kernels: the same output value for value
+    (tests/test_text.py checks it on the real titles). Null or unusable titles give ""."""
+    import numpy as np  # noqa: PLC0415
     import pyarrow.compute as pc  # noqa: PLC0415
 
     if mode not in {"paper", "light"}:
         raise ValueError(f"title_cleaning must be 'paper' or 'light', got {mode!r}")
+    titles = _whole(titles)
     n = len(titles)
     text = pc.fill_null(strip_markup_arrow(titles), "")
     junk = pc.match_substring_regex(text, _re2_junk())
@@ -157,8 +173,7 @@ def clean_titles_arrow(titles, mode: str = "light", max_words: int = 20):
         words = pc.replace_substring_regex(pc.replace_substring_regex(words, _NON_WORD.pattern, " "), r"\d+", " ")
         words = pc.replace_substring(pc.replace_substring(words, ".", " "), "/", " ")
         pieces, rows = _split(words, rows, " ", regex=False)
-        vocab = pa.array(sorted(english_words()), pa.string())
-        keep = pc.is_in(pc.utf8_lower(pieces), value_set=vocab)
+        keep = pc.is_in(pc.utf8_lower(pieces), value_set=_vocab_array())
     else:
         pieces, rows = _split(pc.replace_substring_regex(words, _NON_WORD.pattern, " "), rows, " ", regex=False)
         pieces = pc.utf8_trim(pieces, "./")

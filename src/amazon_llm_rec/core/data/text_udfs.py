@@ -1,7 +1,8 @@
 """Title cleaning inside the data engine: `core.data.text`'s Arrow kernels as Ibis pyarrow UDFs.
 
-DuckDB and PySpark (>= 3.5) both run them on Arrow batches, so the metadata rows stream through the engine and only
-the cleaned tables are written: no product-sized table passes through pandas.
+DuckDB runs them as pyarrow UDFs on its Arrow batches; PySpark as pandas UDFs (Arrow-batched: each batch is converted
+to Arrow arrays for the kernels), because its pyarrow UDFs are called row by row. Either way the metadata rows stream
+through the engine and only the cleaned tables are written: no product-sized table is held whole in pandas.
 """
 
 from __future__ import annotations

@@ -96,14 +96,26 @@ def encode_titles(model: str, titles: list[str]) -> np.ndarray:
     return np.asarray(matrix, dtype=np.float32)
 
 
+def titles_fingerprint(asins: list[str], titles: list[str]) -> str:
+    """A hash of the catalogue's (product, title) pairs: stored embeddings are used only for the titles they encode."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha1(usedforsecurity=False)
+    for asin, title in zip(asins, titles, strict=True):
+        digest.update(f"{asin}\t{title}\n".encode())
+    return digest.hexdigest()
+
+
 class TitleEmbeddings:
     """Every catalogue product's unit title vector, encoded once per catalogue (the `title_embeddings` catalog
-    dataset), and the nearest-neighbour search over them, built once and stored with them above the ANN threshold."""
+    dataset), and the nearest-neighbour search over them, built once and stored with them above the ANN threshold.
+    `fingerprint` (`titles_fingerprint`) says which titles were encoded."""
 
-    def __init__(self, asins: list[str], matrix: np.ndarray, model: str, index: EmbeddingIndex | None = None) -> None:
+    def __init__(self, asins: list[str], matrix: np.ndarray, model: str, fingerprint: str,
+                 index: EmbeddingIndex | None = None) -> None:
         if len(asins) != len(matrix):
             raise ValueError(f"title embeddings: {len(asins)} products but {len(matrix)} vectors")
-        self.asins, self.model = list(asins), str(model)
+        self.asins, self.model, self.fingerprint = list(asins), str(model), str(fingerprint)
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         self.position = {a: i for i, a in enumerate(self.asins)}
         self.index = index
@@ -112,14 +124,21 @@ class TitleEmbeddings:
     def encode(cls, items: Any, model: str, ann: AnnConfig) -> TitleEmbeddings:
         """Encode every product's cleaned title with `model` and build the search."""
         asins = items["asin"].astype(str).tolist()
-        out = cls(asins, encode_titles(model, items["title"].fillna("").astype(str).tolist()), model)
+        titles = items["title"].fillna("").astype(str).tolist()
+        out = cls(asins, encode_titles(model, titles), model, titles_fingerprint(asins, titles))
         out.index = EmbeddingIndex(out.matrix, ann)
         return out
 
     def search(self, config: AnnConfig) -> EmbeddingIndex:
-        """The search over these vectors with `config`: the stored one when built with it, else built now."""
-        if self.index is None or self.index.config != config:
+        """The search over these vectors with `config`: the stored graph when it was built with the same settings
+        (`ef_search` is a query-time setting: it is applied, not rebuilt for), else built now."""
+        built = self.index
+        same = built is not None and (built.config.min_items, built.config.m, built.config.ef_construction) == (
+            config.min_items, config.m, config.ef_construction)
+        if not same:
             self.index = EmbeddingIndex(self.matrix, config)
+        elif built.config != config:
+            self.index = EmbeddingIndex(self.matrix, config, index=built.index)
         return self.index
 
     def rows(self, asins: list[str]) -> np.ndarray | None:

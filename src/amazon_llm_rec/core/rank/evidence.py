@@ -47,10 +47,19 @@ class Evidence:
         self.embedding_model, self.sasrec_params = embedding_model, sasrec
         self._cooc: dict[int, Mapping[str, Mapping[str, int]]] = {}
         self._known: dict[str, np.ndarray] = {}
-        self.embeddings = embeddings if embeddings is not None and embeddings.model == str(embedding_model) else None
-        if embeddings is not None and self.embeddings is None:
-            logger.warning("Stored title embeddings are of %s, not evaluation.embedding_model %s: encoding again",
-                           embeddings.model, embedding_model)
+        self.embeddings = None
+        if embeddings is not None and items is not None:
+            from .ann import titles_fingerprint  # noqa: PLC0415
+
+            if embeddings.model != str(embedding_model):
+                logger.warning("Stored title embeddings are of %s, not evaluation.embedding_model %s: encoding again",
+                               embeddings.model, embedding_model)
+            elif embeddings.fingerprint != titles_fingerprint(self.catalogue, [self.titles[a] for a in self.catalogue]):
+                logger.warning("Stored title embeddings encode other titles than the catalogue's (items changed since "
+                               "`embed_titles` ran): encoding again; rerun `kedro run --pipeline=evaluation "
+                               "--nodes=embed_titles` to store the new ones")
+            else:
+                self.embeddings = embeddings
         self._graphs: dict[tuple, Any] = {}
         logger.info("Evidence of %d fitted sequences over %d products in %.1f s", len(fitted), len(self.catalogue),
                     time.perf_counter() - start)

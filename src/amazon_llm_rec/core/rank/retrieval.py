@@ -119,7 +119,7 @@ class Retriever:
         if weights is not None and set(weights) - set(config.sources):
             raise ConfigError(f"the retriever mix (data/06_models/retriever_mix.json) was learned for sources "
                               f"{sorted(weights)}, not all in recommend.retrieval.sources {config.sources}: run "
-                              "`kedro run --pipeline=evaluation --nodes=fit_validation_evidence,fit_retriever_mix`")
+                              "`kedro run --pipeline=evaluation --nodes=embed_titles,fit_validation_evidence,fit_retriever_mix`")
         quotas = weights if weights is not None else (config.quotas if isinstance(config.quotas, dict) else None)
         self.weights = {x: float((quotas or {}).get(x, 0.0 if quotas else 1.0)) for x in config.main}
         if "ease" in self.weights and len(evidence.catalogue) > int(config.ease["max_items"]):

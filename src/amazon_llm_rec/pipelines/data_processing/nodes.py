@@ -129,7 +129,8 @@ def read_metadata(
     wanted = reviews.select("asin").distinct()
     for number, path in enumerate(_paths(raw_files["meta"])):
         table, counts = _read_metadata_file(con, path, wanted, raw)
-        tables.append(table.mutate(_order=table._line + ibis.literal(number << 40, "int64")).drop("_line"))
+        # file number above the line number's bits (Spark's row ids use 33 bits for the row, more for the partition)
+        tables.append(table.mutate(_order=table._line + ibis.literal(number << 50, "int64")).drop("_line"))
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
     rows = tables[0] if len(tables) == 1 else ibis.union(*tables)
     return rows.mutate(clean=_udfs(rows, processing).clean(rows.title)), total
