@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="a time budget a fit for every variant (default: evaluation.sasrec.max_minutes of --env)")
     parser.add_argument("--skip-larger-batch", action="store_true",
                         help="run only before and after (the batch-512 variant doubles the time)")
     args = parser.parse_args()
@@ -70,6 +72,8 @@ def main() -> None:
     sets = {split: sample_candidates(windows[windows["split"] == split].reset_index(drop=True), seqs, prompts)
             for split in ("validation", "test")}
     base = params["evaluation"]["sasrec"]
+    if args.max_minutes is not None:
+        base = {**base, "max_minutes": args.max_minutes}
     rows, per = [], {}
     for variant, overrides in chosen.items():
         cfg = SASRecConfig.from_params({**base, **overrides})
