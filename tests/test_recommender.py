@@ -148,6 +148,22 @@ def test_stored_title_embeddings_and_their_graph_are_read_back_and_used_as_encod
     assert tuned.index is stored_graph and tuned.config.ef_search == 64
 
 
+def test_no_title_is_encoded_when_nothing_in_the_configuration_reads_embeddings(tmp_path):
+    from amazon_llm_rec.datasets import TitleEmbeddingsDataset
+    from amazon_llm_rec.pipelines.evaluation.nodes import embed_titles
+
+    evaluation, recommend = base_params("evaluation"), base_params("recommend")
+    assert embed_titles(ITEMS, evaluation, recommend).asins == list(ITEMS["asin"])  # the defaults read them
+    evaluation = {**evaluation, "baselines": ["popularity"], "fusion": {**evaluation["fusion"], "features": ["popularity"]}}
+    recommend = {**recommend, "retrieval": {**recommend["retrieval"], "sources": ["cooccurrence", "popularity"]}}
+    unused = embed_titles(ITEMS, evaluation, recommend)
+    assert unused.asins == [] and unused.matrix.size == 0
+    dataset = TitleEmbeddingsDataset(str(tmp_path / "title_embeddings"))
+    dataset.save(unused)
+    evidence = Evidence(FITTED, ITEMS, evaluation["embedding_model"], embeddings=dataset.load())
+    assert evidence.embeddings is None and evidence.vectors(["A"]).shape[0] == 1  # encoded on demand, as before
+
+
 def test_sparse_cooccurrence_counts_equal_the_pairwise_loop():
     from collections import Counter
 

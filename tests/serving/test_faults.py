@@ -315,3 +315,22 @@ def test_schemathesis_with_every_check_passes_on_a_keyed_service(data):
         done = schemathesis_run(url, "-H", "X-API-Key: fuzz-key")
         assert done.returncode == 0, done.stdout[-6000:]
         assert "Selected: 5/5" in done.stdout  # /admin/reload among them (no /reviewers: not the demo)
+
+
+def test_the_service_reads_the_title_vectors_the_evaluation_stored_and_encodes_none(data):
+    """Parity of serving and evaluation: the service's evidence takes the `title_embeddings` the evaluation's
+    `embed_titles` node stored (the same object both read through the catalog), encodes no title at start-up, and its
+    vectors equal a fresh encoding of the same cleaned titles."""
+    import numpy as np
+
+    from amazon_llm_rec.core.rank.evidence import Evidence
+    from amazon_llm_rec.serving.service import RecommenderService
+
+    service = RecommenderService(data, serving_settings())
+    evidence = service.recommender.evidence
+    assert data.title_embeddings is not None and evidence.embeddings is data.title_embeddings
+    assert data.title_embeddings.asins == list(data.items["asin"]) and not evidence._known
+    sample = evidence.catalogue[:25]
+    fresh = Evidence([], data.items, data.params["evaluation"]["embedding_model"])
+    np.testing.assert_allclose(evidence.vectors(sample), fresh.vectors(sample), atol=1e-5)
+    assert not evidence._known  # read from the store, not encoded

@@ -35,8 +35,9 @@ def _strip_markup(title: str) -> str:
     return _TAG.sub(" ", text)
 
 
-def clean_title(title: str | None, mode: str = "light", max_words: int = 20) -> str:
-    """Clean one product title; return "" when nothing usable is left."""
+def clean_title(title: str | None, mode: str, max_words: int) -> str:
+    """Clean one product title; return "" when nothing usable is left. The reference the engine's Arrow kernels
+    (`clean_titles_arrow`) are tested against; `processing.title_cleaning` and `max_title_words` give the settings."""
     if not isinstance(title, str):  # None, or NaN from a missing metadata field
         return ""
     text = _strip_markup(title)
@@ -94,7 +95,7 @@ def strip_markup_arrow(values):
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.compute as pc  # noqa: PLC0415
 
-    values = pc.cast(_whole(values), pa.string())
+    values = pc.cast(as_array(values), pa.string())
     has_entity = pc.fill_null(pc.match_substring(values, "&"), False)
     if pc.any(has_entity).as_py():
         idx = pc.indices_nonzero(has_entity)
@@ -145,24 +146,25 @@ def _vocab_array():
     return pa.array(sorted(english_words()), pa.string())
 
 
-def _whole(values):
-    """An Arrow array from an array, a ChunkedArray or a list."""
+def as_array(values):
+    """One Arrow array from an array, a ChunkedArray (as some engines hand them) or a Python list."""
     import pyarrow as pa  # noqa: PLC0415
 
     if isinstance(values, pa.ChunkedArray):
         return values.combine_chunks()
-    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+    return values if isinstance(values, pa.Array) else pa.array(values)
 
 
 def clean_titles_arrow(titles, mode: str, max_words: int):
     """`clean_title` over an Arrow string array, with Arrow's vectorised kernels: the same output value for value
     (tests/test_text.py checks it on the real titles). Null or unusable titles give ""."""
     import numpy as np  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
     import pyarrow.compute as pc  # noqa: PLC0415
 
     if mode not in {"paper", "light"}:
         raise ValueError(f"title_cleaning must be 'paper' or 'light', got {mode!r}")
-    titles = _whole(titles)
+    titles = pc.cast(as_array(titles), pa.string())
     n = len(titles)
     text = pc.fill_null(strip_markup_arrow(titles), "")
     junk = pc.match_substring_regex(text, _re2_junk())

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .text import as_array
+
 if TYPE_CHECKING:
     import ibis.expr.types as ir
-
-
-def _whole(values):
-    """A ChunkedArray (some engines hand one) as one Array."""
-    return values.combine_chunks() if hasattr(values, "combine_chunks") else values
 
 
 def _labels_by_row(categories):
@@ -32,7 +29,7 @@ def category_paths_arrow(categories):
     """Each category list's labels cleaned (`leaf_category` of each) and joined by " > "; "" for none."""
     from .text import join_per_row  # noqa: PLC0415
 
-    categories = _whole(categories)
+    categories = as_array(categories)
     labels, rows = _labels_by_row(categories)
     return join_per_row(rows, labels, len(categories), sep=" > ")
 
@@ -45,12 +42,12 @@ def backup_titles_arrow(brands, categories, mode: str, max_words: int):
 
     from .text import clean_titles_arrow, join_per_row  # noqa: PLC0415
 
-    categories = _whole(categories)
+    categories = as_array(categories)
     labels, rows = _labels_by_row(categories)
     last = np.ones(len(rows), dtype=bool)
     last[:-1] = rows[1:] != rows[:-1]  # the last label of each row
     leaf = join_per_row(rows[last], labels.filter(pa.array(last)), len(categories))
-    joined = pc.binary_join_element_wise(pc.fill_null(pc.cast(_whole(brands), pa.string()), ""), leaf, " ")
+    joined = pc.binary_join_element_wise(pc.fill_null(pc.cast(as_array(brands), pa.string()), ""), leaf, " ")
     return clean_titles_arrow(joined, mode, max_words)
 
 
@@ -70,7 +67,7 @@ def _engine_udf(backend_name: str, name: str, signature: tuple, fn):
         make = ibis.udf.scalar.pandas
     else:
         def call(*arrays):
-            return fn(*map(_whole, arrays))
+            return fn(*map(as_array, arrays))
         make = ibis.udf.scalar.pyarrow
     # Ibis names the UDF's arguments from its signature: one wrapper per arity
     if len(types) == 1:

@@ -129,6 +129,11 @@ class TitleEmbeddings:
         out.index = EmbeddingIndex(out.matrix, ann)
         return out
 
+    @classmethod
+    def unused(cls, model: str) -> TitleEmbeddings:
+        """No vectors: nothing in the configuration reads them (an Evidence given these encodes on demand)."""
+        return cls([], np.zeros((0, 0), dtype=np.float32), model, fingerprint="")
+
     def search(self, config: AnnConfig) -> EmbeddingIndex:
         """The search over these vectors with `config`: the stored graph when it was built with the same settings
         (`ef_search` is a query-time setting: it is applied, not rebuilt for), else built now."""

@@ -48,7 +48,7 @@ class Evidence:
         self._cooc: dict[int, Mapping[str, Mapping[str, int]]] = {}
         self._known: dict[str, np.ndarray] = {}
         self.embeddings = None
-        if embeddings is not None and items is not None:
+        if embeddings is not None and items is not None and embeddings.asins:  # none stored: encoded on demand
             from .ann import titles_fingerprint  # noqa: PLC0415
 
             if embeddings.model != str(embedding_model):

@@ -214,6 +214,11 @@ def embed_titles(items: pd.DataFrame, evaluation: dict[str, Any], recommend: dic
     (`recommend.retrieval.ann`): the `title_embeddings` that every data cut, the batch and the service read."""
     from ...core.rank.ann import AnnConfig, TitleEmbeddings  # noqa: PLC0415
 
+    users = {"evaluation.baselines": evaluation["baselines"], "evaluation.fusion.features": evaluation["fusion"]["features"],
+             "recommend.retrieval.sources": recommend["retrieval"]["sources"]}
+    if not any("embedding" in names for names in users.values()):
+        logger.info("No title embeddings encoded: 'embedding' is in none of %s", ", ".join(users))
+        return TitleEmbeddings.unused(evaluation["embedding_model"])
     return TitleEmbeddings.encode(items, evaluation["embedding_model"],
                                   AnnConfig.from_params(recommend["retrieval"]["ann"]))
 
